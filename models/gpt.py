@@ -1,0 +1,68 @@
+"""A decoder-only Transformer language model, as GPT-2 and today's LLMs are built.
+
+Pre-norm blocks (x = x + sublayer(LayerNorm(x))), causal self-attention, GELU feed-forward,
+learned positions, a final LayerNorm and an output projection tied to the token embedding.
+Initialisation follows GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 x layers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from models.attention import FeedForward, SelfAttention, check_length
+from models.config import TransformerConfig
+
+
+class Block(nn.Module):
+    def __init__(self, c: TransformerConfig, impl: str) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(c.d_model)
+        self.attn = SelfAttention(c.d_model, c.heads, c.dropout, impl, causal=True)
+        self.ln2 = nn.LayerNorm(c.d_model)
+        self.mlp = FeedForward(c.d_model, c.hidden, nn.GELU())
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class GPT(nn.Module):
+    """``forward(tokens [batch, time])`` -> next-token logits ``[batch, time, vocab]``."""
+
+    arch = "gpt"
+
+    def __init__(self, config: TransformerConfig, impl: str) -> None:
+        super().__init__()
+        self.config, self.impl = config, impl
+        c = config
+        self.tok = nn.Embedding(c.vocab, c.d_model)
+        self.pos = nn.Embedding(c.max_len, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c, impl) for _ in range(c.layers))
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.vocab, bias=False)
+        self.head.weight = self.tok.weight  # tied
+        self.apply(self._init)
+        for block in self.blocks:
+            for proj in (block.attn.proj, block.mlp.down):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        length = tokens.shape[1]
+        check_length(length, self.config.max_len)
+        positions = torch.arange(length, device=tokens.device)
+        x = self.drop(self.tok(tokens) + self.pos(positions))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))

@@ -1,0 +1,45 @@
+"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s smoke``, ``nox -s speed``.
+
+torch 2.13.0 is installed first in every session that needs it: the package's requirement is a
+range, and with nothing installed a bare range would pull the newest build with its CUDA wheels.
+"""
+
+import nox
+
+TORCH = "torch==2.13.0"
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "venv"
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    session.install(TORCH)
+    session.install("-e", f".{extras}")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (no GPU and no RAPL needed: hardware is faked at its interface)."""
+    _install(session, "[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """The small CPU job: every architecture, both variants, trained and run on this CPU."""
+    _install(session)
+    session.run("carbonbench", "models")
+    session.run("python", "benchmarks/models_speed.py", "--size", "tiny", "--rounds", "3")
+
+
+@nox.session
+def speed(session: nox.Session) -> None:
+    """Tokens/s of fused vs torch.nn and reference vs fused (the README's figures)."""
+    _install(session)
+    session.run("python", "benchmarks/models_speed.py", *session.posargs)
