@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s smoke``, ``nox -s speed``.
+"""Sessions: ``nox -s tests``, ``lint``, ``smoke``, ``speed`` and ``overhead``.
 
 torch 2.13.0 is installed first in every session that needs it: the package's requirement is a
 range, and with nothing installed a bare range would pull the newest build with its CUDA wheels.
@@ -32,8 +32,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def smoke(session: nox.Session) -> None:
-    """The small CPU job: every architecture, both variants, trained and run on this CPU."""
+    """The small CPU job: this machine's energy sensors, then every architecture, both
+    variants, trained and run on this CPU."""
     _install(session)
+    session.run("carbonbench", "sensors")
     session.run("carbonbench", "models")
     session.run("python", "benchmarks/models_speed.py", "--size", "tiny", "--rounds", "3")
 
@@ -43,3 +45,10 @@ def speed(session: nox.Session) -> None:
     """Tokens/s of fused vs torch.nn and reference vs fused (the README's figures)."""
     _install(session)
     session.run("python", "benchmarks/models_speed.py", *session.posargs)
+
+
+@nox.session
+def overhead(session: nox.Session) -> None:
+    """The EnergyMeter sampler's own CPU cost (the README's figures)."""
+    _install(session)
+    session.run("python", "benchmarks/sampler_overhead.py", *session.posargs)
