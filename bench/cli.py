@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from bench import __version__
+from bench.cli_run import add_run_parser
+from bench.store import StoreError
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ram-w-per-gb", type=float, metavar="W", help="watts per GB for the RAM model"
     )
     sensors.set_defaults(handler=_sensors)
+    add_run_parser(commands)
     return parser
 
 
@@ -143,6 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as error:  # bad input: one line naming the problem, no traceback
+    except (ValueError, StoreError) as error:  # bad input: one line naming it, no traceback
         print(f"carbonbench: error: {error}", file=sys.stderr)
         return 2

@@ -138,6 +138,7 @@ class EnergyMeter:
         self._buffer = _Buffer(1 + len(self.domains))
         self._open: dict[str, _Open] = {}
         self._sampler_reads = 0
+        self._last_power: list[float] = [0.0] * len(self.domains)
         self._sampler_cpu_s = self._read_cpu_s = 0.0
         self._stop = threading.Lock()  # held while running; a lock's timed wait is cheapest
         self._stop.acquire()
@@ -170,6 +171,7 @@ class EnergyMeter:
                 now = time.perf_counter()
                 _, power = self._read_locked(now)
                 self._buffer.append(now, power)
+                self._last_power = power
                 self._sampler_reads += 1
             self._sampler_cpu_s = time.thread_time()  # waits and wake-ups included
             self._read_cpu_s += self._sampler_cpu_s - started
@@ -183,6 +185,10 @@ class EnergyMeter:
     def read_cpu_s(self) -> float:
         """CPU seconds the sampler spent reading sensors and storing samples."""
         return self._read_cpu_s
+
+    def latest_power(self) -> dict[str, float]:
+        """Watts per domain at the sampler's last read (for live displays)."""
+        return dict(zip(self.domains, self._last_power, strict=True))
 
     @property
     def sampler_reads(self) -> int:

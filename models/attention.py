@@ -14,17 +14,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, impl: str, dropout: float) -> Tensor:
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool, impl: str, dropout: float, offset: int = 0
+) -> Tensor:
     """Scaled dot-product attention over ``[batch, heads, len, d_head]`` tensors.
 
-    ``causal`` lets query i see keys 0..i (top-left aligned, as ``is_causal`` in torch).
-    ``dropout`` is the probability to apply (0.0 outside training).
+    ``causal`` lets query i see keys 0..i + ``offset`` (``offset`` = keys already cached before
+    these queries). ``dropout`` is the probability to apply (0.0 outside training).
     """
+    q_len, k_len = q.shape[-2], k.shape[-2]
     if impl == "fused":
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        if causal and offset and q_len > 1:  # queries after a cache: bottom-right aligned mask
+            mask = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(offset)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        is_causal = causal and not (offset and q_len == 1)  # one new query sees every key
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if causal:
-        visible = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+        visible = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(offset)
         scores = scores.masked_fill(~visible, float("-inf"))
     weights = F.dropout(scores.softmax(dim=-1), dropout, training=dropout > 0)
     return weights @ v
@@ -40,6 +47,24 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(batch, length, heads * d_head)
 
 
+class LayerCache:
+    """Keys and values of the tokens seen so far by one attention layer (for generation)."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.k is not None and self.v is not None:
+            k, v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        self.k, self.v = k, v
+        return k, v
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one packed Q/K/V projection (one matmul, not three)."""
 
@@ -49,10 +74,14 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
         q, k, v = (_split_heads(t, self.heads) for t in self.qkv(x).chunk(3, dim=-1))
+        offset = 0
+        if cache is not None:
+            offset = cache.length
+            k, v = cache.extend(k, v)
         p = self.dropout if self.training else 0.0
-        y = attend(q, k, v, causal=self.causal, impl=self.impl, dropout=p)
+        y = attend(q, k, v, causal=self.causal, impl=self.impl, dropout=p, offset=offset)
         return self.proj(_merge_heads(y))
 
 

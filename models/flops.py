@@ -85,3 +85,24 @@ def analytic_flops(arch: str, config: Config, batch_size: int, seq_len: int) -> 
         decoder = layers * (_attention_layer(config, tokens, seq_len) + cross)
         return encoder + decoder + head
     raise ValueError(f"no analytic FLOP count for {arch!r}")
+
+
+def count_generation_flops(
+    model: nn.Module, batch_size: int, prompt_len: int, new_tokens: int
+) -> tuple[int, int]:
+    """(prefill, decode) FLOPs of greedy generation with the key/value cache: the prompt's
+    forward pass, then ``new_tokens`` one-token forward passes over the growing cache."""
+    if not hasattr(model, "new_cache"):
+        raise ValueError(f"{model.arch} has no key/value cache: generation is for gpt")
+    config = dataclasses.asdict(model.config)
+    with torch.device("meta"), torch.no_grad():
+        twin = build(model.arch, impl="reference", **config)
+        cache = twin.new_cache()
+        prompt = torch.zeros(batch_size, prompt_len, dtype=torch.long)
+        with FlopCounterMode(display=False) as prefill:
+            twin(prompt, cache)
+        token = torch.zeros(batch_size, 1, dtype=torch.long)
+        with FlopCounterMode(display=False) as decode:
+            for _ in range(new_tokens):
+                twin(token, cache)
+    return prefill.get_total_flops(), decode.get_total_flops()

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from models.attention import FeedForward, SelfAttention, check_length
+from models.attention import FeedForward, LayerCache, SelfAttention, check_length
 from models.config import TransformerConfig
 
 
@@ -25,8 +25,8 @@ class Block(nn.Module):
         self.mlp = FeedForward(c.d_model, c.hidden, nn.GELU())
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop(self.attn(self.ln1(x)))
+    def forward(self, x: Tensor, cache: LayerCache | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), cache))
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
@@ -58,11 +58,30 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def new_cache(self) -> list[LayerCache]:
+        """An empty key/value cache for ``forward(tokens, cache)``: one entry per block."""
+        return [LayerCache() for _ in self.blocks]
+
+    def forward(self, tokens: Tensor, cache: list[LayerCache] | None = None) -> Tensor:
+        """With a ``cache``, ``tokens`` continue the cached ones: their keys and values are
+        appended, so generating one token costs one token's forward, not the whole prefix's."""
+        past = cache[0].length if cache is not None else 0
         length = tokens.shape[1]
-        check_length(length, self.config.max_len)
-        positions = torch.arange(length, device=tokens.device)
+        check_length(past + length, self.config.max_len)
+        positions = torch.arange(past, past + length, device=tokens.device)
         x = self.drop(self.tok(tokens) + self.pos(positions))
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache[i] if cache is not None else None)
         return self.head(self.ln_f(x))
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, new_tokens: int) -> Tensor:
+        """Greedy decoding with the key/value cache: ``[batch, prompt + new_tokens]``."""
+        cache = self.new_cache()
+        logits = self(prompt, cache)
+        out = [prompt]
+        for _ in range(new_tokens):
+            token = logits[:, -1:].argmax(-1)
+            out.append(token)
+            logits = self(token, cache)
+        return torch.cat(out, dim=1)

@@ -1,0 +1,133 @@
+"""Joules to kWh to grams of CO2e, with the carbon intensity's source on every figure.
+
+Intensity, first that applies: a number the user gives; a country (ISO 3166 alpha-3) or a cloud
+region looked up in codecarbon's bundled data (offline); else the world average from the same
+data. co2e_g = kWh x PUE x intensity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class Intensity:
+    g_per_kwh: float
+    source: str  # where the figure comes from, in words
+    year: int | None = None
+    region: str | None = None  # ISO3 country, or provider:region
+
+
+@dataclass(frozen=True)
+class CarbonSettings:
+    intensity: Intensity
+    pue: float = 1.0
+    pue_source: str = "default 1.0 (no data-centre overhead counted)"
+
+    def kwh(self, joules: float) -> float:
+        return joules / J_PER_KWH
+
+    def co2e_g(self, joules: float) -> float:
+        return self.kwh(joules) * self.pue * self.intensity.g_per_kwh
+
+
+@cache
+def _datasource():  # codecarbon's import is slow: only when a lookup is needed
+    from codecarbon.input import DataSource
+
+    return DataSource()
+
+
+def world_average() -> Intensity:
+    data = _datasource().get_carbon_intensity_per_source_data()
+    return Intensity(
+        float(data["world_average"]),
+        f"world average, codecarbon data ({data['world_average_source']})",
+        region="WORLD",
+    )
+
+
+def country_intensity(iso3: str) -> Intensity:
+    mix = _datasource().get_global_energy_mix_data()
+    code = iso3.upper()
+    if code not in mix:
+        raise ValueError(
+            f"unknown country {iso3!r}: give an ISO 3166 alpha-3 code such as USA, FRA, DEU "
+            "(codecarbon's energy-mix table)"
+        )
+    entry = mix[code]
+    return Intensity(
+        float(entry["carbon_intensity"]),
+        f"{entry['country_name']} grid average, codecarbon global_energy_mix ({entry['year']})",
+        year=int(entry["year"]),
+        region=code,
+    )
+
+
+def cloud_intensity(spec: str) -> Intensity:
+    provider, sep, region = spec.partition(":")
+    if not sep or not provider or not region:
+        raise ValueError(f"cloud must be PROVIDER:REGION (e.g. gcp:us-central1), got {spec!r}")
+    table = _datasource().get_cloud_emissions_data()
+    rows = table[(table["provider"] == provider.lower()) & (table["region"] == region)]
+    if rows.empty:
+        known = sorted(f"{p}:{r}" for p, r in zip(table["provider"], table["region"], strict=True))
+        raise ValueError(
+            f"no carbon data for cloud region {spec!r}; codecarbon's table covers "
+            f"{', '.join(known[:6])}, ... ({len(known)} regions); for another provider give "
+            "--country with the region's country, or --carbon-intensity"
+        )
+    row = rows.iloc[0]
+    return Intensity(
+        float(row["impact"]),
+        f"{spec} region average, codecarbon cloud table ({row['source']})",
+        region=spec,
+    )
+
+
+def resolve(
+    *,
+    intensity: float | None = None,
+    country: str | None = None,
+    cloud: str | None = None,
+    pue: float | None = None,
+) -> CarbonSettings:
+    """Carbon settings from what the user gave, first that applies."""
+    if sum(x is not None for x in (intensity, country, cloud)) > 1:
+        raise ValueError("give at most one of carbon intensity, country and cloud region")
+    if intensity is not None:
+        if intensity < 0:
+            raise ValueError(f"carbon intensity must be >= 0 g/kWh, got {intensity}")
+        chosen = Intensity(float(intensity), "given by the user (g CO2e/kWh)")
+    elif country is not None:
+        chosen = country_intensity(country)
+    elif cloud is not None:
+        chosen = cloud_intensity(cloud)
+    else:
+        chosen = world_average()
+    if pue is None:
+        return CarbonSettings(chosen)
+    if pue < 1.0:
+        raise ValueError(f"PUE must be >= 1.0 (facility energy / IT energy), got {pue}")
+    return CarbonSettings(chosen, float(pue), "given by the user")
+
+
+# Equivalents for reports. Each factor is stated with its source.
+EQUIVALENTS = {
+    "km driven by an average passenger car": (
+        400.0 / 1.609344,
+        "US EPA, Greenhouse Gas Emissions from a Typical Passenger Vehicle: 400 g CO2 per mile",
+    ),
+    "smartphones charged": (
+        12.4,
+        "US EPA Greenhouse Gas Equivalencies Calculator: 0.0124 kg CO2 per smartphone charge",
+    ),
+}
+
+
+def equivalents(co2e_g: float) -> dict[str, tuple[float, str]]:
+    """{description: (amount, source)} for an amount of CO2e in grams."""
+    return {name: (co2e_g / grams, source) for name, (grams, source) in EQUIVALENTS.items()}

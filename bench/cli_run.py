@@ -1,0 +1,237 @@
+"""``carbonbench run``, ``runs`` and ``export``: the suite from the command line, and its data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from bench.carbon import resolve
+from bench.store import DEFAULT_DB, Store
+
+
+def add_carbon_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--country", metavar="ISO3", help="grid of a country, e.g. USA, FRA")
+    where.add_argument("--cloud", metavar="PROVIDER:REGION", help="e.g. gcp:europe-west1")
+    where.add_argument(
+        "--carbon-intensity", type=float, metavar="G_PER_KWH", help="grams CO2e per kWh"
+    )
+    parser.add_argument("--pue", type=float, help="power usage effectiveness (default 1.0)")
+
+
+def add_run_parser(commands) -> None:
+    run = commands.add_parser("run", help="run a benchmark suite and store its results")
+    run.add_argument("--suite", default="smoke", help="built-in name (smoke, nightly) or path")
+    for name in ("arch", "phase", "size", "device", "impl", "dtype"):
+        run.add_argument(
+            f"--{name}",
+            action="append",
+            metavar=name.upper(),
+            help=f"only cases with this {name} (repeatable)",
+        )
+    run.add_argument("--label", help="free text stored with the run (e.g. a PR number)")
+    run.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results store ({DEFAULT_DB})")
+    run.add_argument("--corpus", help="train on this text file (byte-level tokens, vocab 256)")
+    run.add_argument("--cpu-tdp", type=float, metavar="W", help="CPU TDP for the CPU model")
+    add_carbon_arguments(run)
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(handler=run_command)
+
+    runs = commands.add_parser("runs", help="list the runs in the results store")
+    runs.add_argument("--db", type=Path, default=DEFAULT_DB)
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(handler=runs_command)
+
+    export = commands.add_parser("export", help="write stored results as CSV, Parquet or JSON")
+    export.add_argument("--db", type=Path, default=DEFAULT_DB)
+    export.add_argument("--run", metavar="REF", help="run id, latest or latest~N (default: all)")
+    export.add_argument("--format", choices=["csv", "parquet", "json"], required=True)
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(handler=export_command)
+
+
+class WattsColumn(ProgressColumn):
+    """Live power from the meter's last sample, summed over the domains that add up."""
+
+    def __init__(self, meter) -> None:
+        super().__init__()
+        self.meter = meter
+
+    def render(self, task) -> Text:
+        power = self.meter.latest_power()
+        total = sum(w for d, w in power.items() if self.meter.additive[d])
+        return Text(f"{total:7.1f} W", style="bold yellow")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from bench.meter import EnergyMeter
+    from bench.runner import Runner, RunOptions, summarise
+    from bench.sensors import detect_sensors
+    from bench.suite import load, narrow
+
+    suite = narrow(
+        load(args.suite),
+        arch=args.arch,
+        phase=args.phase,
+        size=args.size,
+        device=args.device,
+        impl=args.impl,
+        dtype=args.dtype,
+    )
+    if not suite.cases:
+        raise ValueError(f"no case of suite {suite.name!r} matches the filters given")
+    c = suite.carbon
+    given = args.carbon_intensity is not None or args.country or args.cloud
+    carbon = resolve(
+        intensity=args.carbon_intensity if given else c.intensity,
+        country=args.country if given else c.country,
+        cloud=args.cloud if given else c.cloud,
+        pue=args.pue if args.pue is not None else c.pue,
+    )
+    console = Console(stderr=args.json)
+    store = Store(args.db)
+    uses_gpu = any(case.device.startswith("cuda") for case in suite.cases)
+    detection = detect_sensors(gpu=uses_gpu, cpu_tdp_w=args.cpu_tdp)
+    for diagnostic in detection.diagnostics:
+        console.print(f"[yellow]note[/] {diagnostic}", highlight=False)
+    with EnergyMeter(detection.sensors, suite.measure.interval_s) as meter:
+        meter.diagnostics = detection.diagnostics
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            WattsColumn(meter),
+            console=console,
+            transient=False,
+        )
+        task = progress.add_task("starting", total=len(suite.cases))
+
+        def on_event(kind: str, info: dict[str, Any]) -> None:
+            if kind == "idle":
+                progress.update(task, description=f"idle baseline {info['seconds']:g} s")
+            elif kind == "case":
+                progress.update(task, completed=info["index"], description=info["case"].case_id)
+            elif kind == "row" and info["row"].status == "failed":
+                row = info["row"]
+                progress.console.print(f"[red]failed[/] {row.case_id}: {row.error}")
+
+        runner = Runner(
+            suite,
+            store,
+            meter,
+            carbon,
+            RunOptions(label=args.label, corpus=args.corpus),
+            on_event,
+        )
+        with progress:
+            status = runner.run()
+            progress.update(task, completed=len(suite.cases), description="done")
+    summary = summarise(runner.rows)
+    result = {"run_id": runner.run_id, "status": status, "db": str(store.path), "cases": summary}
+    store.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_summary(console, result, carbon)
+    return 0 if status == "ok" else 1
+
+
+def _print_summary(console: Console, result: dict[str, Any], carbon) -> None:
+    table = Table(title=f"run {result['run_id']} ({result['status']})")
+    columns = ("arch", "phase", "mJ/token", "95% CI", "mgCO2e/1k tok", "tokens/s", "method")
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column in ("arch", "phase", "method") else "right"
+        )
+    for case in result["cases"]:
+        if case["status"] != "ok":
+            table.add_row(
+                case["arch"], case["phase"], "[red]failed", "", "", "", case["error"] or ""
+            )
+            continue
+        low, high = case["j_per_token_ci"]
+        table.add_row(
+            case["arch"],
+            case["phase"],
+            f"{1e3 * case['j_per_token']:.3g}",
+            f"{1e3 * low:.3g} to {1e3 * high:.3g}",
+            f"{1e3 * case['g_co2e_per_1k_tokens']:.3g}",
+            f"{case['tokens_per_s']:,.0f}",
+            ", ".join(case["methods"]),
+        )
+    console.print(table)
+    console.print(
+        f"carbon intensity {carbon.intensity.g_per_kwh:g} g/kWh ({carbon.intensity.source}), "
+        f"PUE {carbon.pue:g}",
+        highlight=False,
+    )
+    console.print(f"run id [bold]{result['run_id']}[/] stored in {result['db']}")
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    with Store(args.db, create=False) as store:
+        runs = store.runs()
+        counts = {
+            r["run_id"]: r["n"]
+            for r in store.db.execute("SELECT run_id, COUNT(*) AS n FROM results GROUP BY run_id")
+        }
+    rows = [
+        {k: r[k] for k in ("run_id", "label", "suite_name", "status", "started_at", "ended_at")}
+        | {"rows": counts.get(r["run_id"], 0)}
+        for r in runs
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=str(args.db))
+    for column in ("ref", "run id", "suite", "label", "status", "started", "rows"):
+        table.add_column(column)
+    for back, row in enumerate(reversed(rows)):
+        ref = "latest" if back == 0 else f"latest~{back}"
+        table.add_row(
+            ref,
+            row["run_id"],
+            row["suite_name"],
+            row["label"] or "",
+            row["status"],
+            row["started_at"],
+            str(row["rows"]),
+        )
+    Console().print(table)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    with Store(args.db, create=False) as store:
+        run_id = store.resolve(args.run) if args.run else None
+        rows = store.rows(run_id)
+    if args.format == "json":
+        text = json.dumps(rows, indent=1)
+        if args.output:
+            args.output.write_text(text)
+        else:
+            print(text)
+        return 0
+    frame = pd.DataFrame(rows)
+    for column in ("energy_by_domain", "method_by_domain", "idle_w", "timeline", "extra"):
+        if column in frame:
+            frame[column] = frame[column].map(json.dumps)
+    if args.format == "csv":
+        frame.to_csv(args.output or sys.stdout, index=False)
+    else:
+        if args.output is None:
+            frame.to_parquet(sys.stdout.buffer, index=False)
+        else:
+            frame.to_parquet(args.output, index=False)
+    return 0

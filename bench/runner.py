@@ -1,0 +1,451 @@
+"""Run a suite: every case warmed up, measured in repeated windows, written row by row.
+
+A case that fails (exception, out of memory, NaN loss, timeout) becomes a ``failed`` row and the
+suite goes on. Ctrl-C stops after the current window: every finished row is kept and the run is
+marked ``interrupted``; a second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import torch
+
+from bench import __version__
+from bench.carbon import CarbonSettings
+from bench.meter import EnergyMeter, Measurement
+from bench.stats import relative_half_width
+from bench.store import ResultRow, Store
+from bench.suite import Case, Suite
+from bench.workloads import Workload, make_workload
+from models import build, count_parameters
+
+TIMELINE_POINTS = 200
+
+
+class CaseFailed(Exception):
+    """A case could not be measured; the message becomes the row's error."""
+
+
+@dataclass
+class RunOptions:
+    label: str | None = None
+    corpus: str | None = None
+    seed: int = 0
+    cpu_tdp_w: float | None = None
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the current window, then stop. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return done.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "carbonbench": __version__}
+    for name in ("torch", "numpy", "pandas", "codecarbon", "nvidia-ml-py", "psutil"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def run_metadata(meter: EnergyMeter, carbon: CarbonSettings) -> dict[str, Any]:
+    """What a reader needs to interpret a run: hardware, software, sensors, constants."""
+    from bench.sensors.modelled import cpu_name
+
+    gpus = []
+    if torch.cuda.is_available():
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    nvml = next((s for s in meter.sensors if s.source == "nvml"), None)
+    driver = None
+    if nvml is not None:
+        try:
+            driver = nvml._nvml.nvmlSystemGetDriverVersion()
+        except Exception:
+            driver = None
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "gpus": gpus,
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "torch_threads": torch.get_num_threads(),
+        "sensors": {
+            s.source: {"domains": list(s.domains), "methods": list(s.methods)}
+            for s in meter.sensors
+        },
+        "sensor_constants": {s.source: s.constants() for s in meter.sensors},
+        "diagnostics": [str(d) for d in meter.diagnostics],
+        "carbon": {
+            "intensity_g_per_kwh": carbon.intensity.g_per_kwh,
+            "source": carbon.intensity.source,
+            "year": carbon.intensity.year,
+            "region": carbon.intensity.region,
+            "pue": carbon.pue,
+            "pue_source": carbon.pue_source,
+        },
+    }
+
+
+def _downsample(m: Measurement) -> dict[str, Any]:
+    stride = max(1, math.ceil(len(m.timeline.t) / TIMELINE_POINTS))
+    return {
+        "t": m.timeline.t[::stride],
+        "watts": {d: w[::stride] for d, w in m.timeline.watts.items()},
+    }
+
+
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CaseFailed(f"device {name!r} asked for, but torch sees no CUDA GPU on this machine")
+    return device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Runner:
+    def __init__(
+        self,
+        suite: Suite,
+        store: Store,
+        meter: EnergyMeter,
+        carbon: CarbonSettings,
+        options: RunOptions | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.suite, self.store, self.meter, self.carbon = suite, store, meter, carbon
+        self.options = options or RunOptions()
+        self.on_event = on_event or (lambda kind, info: None)
+        self.interrupt = _Interrupt()
+        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.rows: list[ResultRow] = []
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Measure every case; returns the run's status (ok, failed or interrupted)."""
+        suite = self.suite
+        self.store.begin_run(
+            self.run_id,
+            label=self.options.label,
+            suite_name=suite.name,
+            suite_source=suite.source,
+            suite_text=suite.text,
+            started_at=_now(),
+            metadata=run_metadata(self.meter, self.carbon),
+        )
+        status = "ok"
+        try:
+            with self.interrupt.installed():
+                if suite.measure.idle_baseline_s > 0:
+                    self.on_event("idle", {"seconds": suite.measure.idle_baseline_s})
+                    self.meter.idle_baseline(suite.measure.idle_baseline_s)
+                for index, case in enumerate(suite.cases):
+                    if self.interrupt.requested:
+                        status = "interrupted"
+                        break
+                    self.on_event("case", {"index": index, "case": case})
+                    if not self._case(case):
+                        status = "failed" if status == "ok" else status
+                if self.interrupt.requested:
+                    status = "interrupted"
+        except KeyboardInterrupt:
+            status = "interrupted"
+        finally:
+            metadata = run_metadata(self.meter, self.carbon)
+            metadata["idle_w"] = self.meter.idle_w
+            metadata["skipped"] = list(suite.skipped)
+            metadata["sampler"] = {
+                "interval_s": self.meter.interval_s,
+                "reads": self.meter.sampler_reads,
+                "cpu_s": self.meter.sampler_cpu_s,
+            }
+            self.store.end_run(self.run_id, status, _now(), metadata)
+        return status
+
+    def _row(self, case: Case, repeat: int, **values: Any) -> ResultRow:
+        return ResultRow(
+            run_id=self.run_id,
+            case_id=case.case_id,
+            repeat=repeat,
+            arch=case.arch,
+            size=case.size,
+            impl=case.impl,
+            phase=case.phase,
+            device=case.device,
+            dtype=case.dtype,
+            batch=case.batch,
+            seq_len=case.seq_len,
+            pue=self.carbon.pue,
+            intensity_g_per_kwh=self.carbon.intensity.g_per_kwh,
+            intensity_source=self.carbon.intensity.source,
+            created_at=_now(),
+            **values,
+        )
+
+    def _save(self, row: ResultRow) -> None:
+        self.store.add_row(row)
+        self.rows.append(row)
+        self.on_event("row", {"row": row})
+
+    def _case(self, case: Case) -> bool:
+        """Measure one case; False if it failed (its failure is recorded as a row)."""
+        started = time.perf_counter()
+        params = None
+        try:
+            device = _device(case.device)
+            torch.manual_seed(self.options.seed)
+            model = build(case.arch, case.size, case.impl).to(device)
+            params = count_parameters(model)
+            new_tokens = self.suite.measure.new_tokens
+            workload = make_workload(
+                model,
+                case.phase,
+                batch=case.batch,
+                seq_len=case.seq_len,
+                device=device,
+                dtype=case.dtype,
+                corpus=self.options.corpus,
+                new_tokens=new_tokens,
+                seed=self.options.seed,
+            )
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            if case.phase == "train-to-target":
+                self._to_target(case, workload, device, params, started)
+            else:
+                self._repeats(case, workload, device, params, started)
+            return True
+        except Exception as error:  # recorded, and the suite goes on
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                message = f"out of memory: {str(error).splitlines()[0]}"
+                torch.cuda.empty_cache()
+            elif isinstance(error, CaseFailed | ValueError):
+                message = str(error)
+            else:
+                message = f"{type(error).__name__}: {error}"
+            self._save(self._row(case, 0, status="failed", error=message, params=params))
+            return False
+
+    def _check_time(self, started: float) -> None:
+        limit = self.suite.measure.case_timeout_s
+        if time.perf_counter() - started > limit:
+            raise CaseFailed(f"timed out: the case ran past case_timeout_s = {limit:g} s")
+
+    def _steps(self, workload: Workload, steps: int, device, started: float) -> list:
+        losses = []
+        for _ in range(steps):
+            self._check_time(started)
+            loss = workload.step()
+            if loss is not None:
+                losses.append(loss)
+        _sync(device)
+        return losses
+
+    def _finite_loss(self, losses: list) -> float | None:
+        if not losses:
+            return None
+        stacked = torch.stack(losses).float()
+        if not bool(torch.isfinite(stacked).all()):
+            raise CaseFailed("loss became NaN or infinite: training diverged")
+        return float(stacked.mean())
+
+    def _measured_row(
+        self, case, repeat, m: Measurement, steps, work, params, device, loss, **extra_values
+    ) -> ResultRow:
+        energy = m.total_energy_j
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        return self._row(
+            case,
+            repeat,
+            params=params,
+            steps=steps,
+            samples=steps * work.samples,
+            tokens=steps * work.tokens,
+            src_tokens=steps * work.src_tokens,
+            flops=steps * work.flops,
+            flops_method=work.flops_method,
+            duration_s=m.duration_s,
+            energy_j=energy,
+            energy_by_domain=m.energy_j,
+            method_by_domain=m.method,
+            idle_w=m.idle_w,
+            dynamic_energy_j=m.total_dynamic_energy_j,
+            loss=loss,
+            kwh=self.carbon.kwh(energy),
+            co2e_g=self.carbon.co2e_g(energy),
+            peak_memory_bytes=peak,
+            timeline=_downsample(m),
+            **extra_values,
+        )
+
+    def _repeats(self, case, workload: Workload, device, params, started) -> None:
+        measure = self.suite.measure
+        with self.meter.window(f"{case.case_id}/warmup") as warm:
+            warm_steps = max(1, measure.warmup_steps)
+            self._finite_loss(self._steps(workload, warm_steps, device, started))
+        step_s = warm.duration_s / warm_steps
+        steps = max(1, math.ceil(measure.min_window_s / step_s)) if step_s > 0 else 1
+        warmup = {
+            "steps": warm_steps,
+            "duration_s": warm.duration_s,
+            "energy_j": warm.total_energy_j,
+            "timeline": _downsample(warm),
+        }
+        per_token: list[float] = []
+        repeat = 0
+        while True:
+            with self.meter.window(f"{case.case_id}/r{repeat}") as m:
+                losses = self._steps(workload, steps, device, started)
+            loss = self._finite_loss(losses)
+            extra = {"warmup": warmup} if repeat == 0 else {}
+            row = self._measured_row(
+                case, repeat, m, steps, workload.work, params, device, loss, extra=extra
+            )
+            self._save(row)
+            per_token.append(row.energy_j / max(row.tokens, 1))
+            repeat += 1
+            if self.interrupt.requested or not self._more(per_token, repeat, started):
+                return
+
+    def _more(self, per_token: list[float], repeat: int, started: float) -> bool:
+        m = self.suite.measure
+        if repeat < m.repeats:
+            return True
+        if m.ci_half_width is None or repeat >= m.max_repeats:
+            return False
+        if m.budget_s is not None and time.perf_counter() - started > m.budget_s:
+            return False
+        return relative_half_width(per_token) > m.ci_half_width
+
+    def _to_target(self, case, workload: Workload, device, params, started) -> None:
+        t = self.suite.target
+        from bench.data import target_loss
+
+        goal = target_loss(workload.entropy_rate, t.loss_factor, t.loss)
+        assert workload.evaluate is not None
+        steps, reached, val = 0, False, math.inf
+        with self.meter.window(f"{case.case_id}/to-target") as m:
+            losses = []
+            while steps < t.max_steps and time.perf_counter() - started < t.max_seconds:
+                losses += self._steps(workload, 1, device, started)
+                steps += 1
+                if steps % t.eval_every == 0:
+                    self._finite_loss(losses[-t.eval_every :])
+                    val = workload.evaluate()
+                    if val <= goal:
+                        reached = True
+                        break
+                if self.interrupt.requested:
+                    break
+        row = self._measured_row(
+            case,
+            0,
+            m,
+            steps,
+            workload.work,
+            params,
+            device,
+            val if steps else None,
+            target_loss=goal,
+            reached_target=reached,
+            extra={"entropy_rate": workload.entropy_rate, "eval_every": t.eval_every},
+        )
+        self._save(row)
+
+
+def summarise(rows: list[ResultRow] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per case: median J/token, gCO2e per 1k tokens, tokens/s, and the method mix."""
+    from bench.stats import bootstrap_ci, median
+
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        record = dataclasses.asdict(row) if isinstance(row, ResultRow) else row
+        by_case.setdefault(record["case_id"], []).append(record)
+    summary = []
+    for case_id, records in by_case.items():
+        ok = [r for r in records if r["status"] == "ok" and r["tokens"] > 0]
+        first = records[0]
+        entry: dict[str, Any] = {
+            "case_id": case_id,
+            "arch": first["arch"],
+            "phase": first["phase"],
+            "status": "ok" if ok else "failed",
+            "error": None if ok else first["error"],
+            "repeats": len(ok),
+        }
+        if ok:
+            j_per_token = [r["energy_j"] / r["tokens"] for r in ok]
+            low, high = bootstrap_ci(j_per_token)
+            methods = sorted({m for r in ok for m in r["method_by_domain"].values()})
+            entry.update(
+                j_per_token=median(j_per_token),
+                j_per_token_ci=[low, high],
+                g_co2e_per_1k_tokens=median([1000 * r["co2e_g"] / r["tokens"] for r in ok]),
+                tokens_per_s=median([r["tokens"] / r["duration_s"] for r in ok]),
+                methods=methods,
+                reached_target=first.get("reached_target"),
+            )
+        summary.append(entry)
+    return summary

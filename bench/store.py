@@ -1,0 +1,277 @@
+"""The results store: one SQLite file holding every run, night after night.
+
+WAL mode and one transaction per row, so a reader (the report) never blocks the suite, two runs
+may write one file at once, and an interrupted run keeps every row it finished. The file is
+marked with an application id; a file that is not a carbonbench store, or is damaged, is
+refused with a clear message and left untouched. The schema is versioned (``user_version``)
+and migrated on open.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = Path("carbonbench-results/results.sqlite")
+APPLICATION_ID = 0x43424E43  # "CBNC"
+
+
+class StoreError(Exception):
+    """The store cannot be used: one line saying why and what to do."""
+
+
+@dataclass
+class ResultRow:
+    """One measured window of one case: the unit of the results table (DESIGN.md)."""
+
+    run_id: str
+    case_id: str
+    repeat: int
+    arch: str
+    size: str
+    impl: str
+    phase: str
+    device: str
+    dtype: str
+    batch: int
+    seq_len: int
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    params: int | None = None
+    steps: int = 0
+    samples: int = 0
+    tokens: int = 0
+    src_tokens: int = 0
+    flops: int = 0
+    flops_method: str | None = None
+    duration_s: float = 0.0
+    energy_j: float = 0.0  # sum over the domains that add up
+    energy_by_domain: dict[str, float] = field(default_factory=dict)
+    method_by_domain: dict[str, str] = field(default_factory=dict)
+    idle_w: dict[str, float] | None = None
+    dynamic_energy_j: float | None = None
+    loss: float | None = None
+    target_loss: float | None = None
+    reached_target: bool | None = None
+    kwh: float = 0.0
+    pue: float = 1.0
+    intensity_g_per_kwh: float = 0.0
+    intensity_source: str = ""
+    co2e_g: float = 0.0
+    peak_memory_bytes: int | None = None
+    world_size: int = 1
+    timeline: dict[str, Any] = field(default_factory=dict)  # t and watts per domain, downsampled
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+
+JSON_COLUMNS = {"energy_by_domain", "method_by_domain", "idle_w", "timeline", "extra"}
+_SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT", "bool": "INTEGER"}
+
+
+def _column(f) -> str:
+    base = str(f.type).split(" |")[0].strip()
+    return f"{f.name} {_SQL_TYPES.get(base, 'TEXT')}"
+
+
+MIGRATIONS: list[str] = [
+    # 1: runs and results
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        label TEXT,
+        suite_name TEXT,
+        suite_source TEXT,
+        suite_text TEXT,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        metadata TEXT NOT NULL
+    );
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        """
+    + ",\n        ".join(_column(f) for f in fields(ResultRow))
+    + """,
+        FOREIGN KEY (run_id) REFERENCES runs(run_id)
+    );
+    CREATE INDEX results_run ON results(run_id, case_id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    def __init__(self, path: str | Path = DEFAULT_DB, *, create: bool = True) -> None:
+        self.path = Path(path)
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if not exists and not create:
+            raise StoreError(
+                f"no results store at {self.path}: run `carbonbench run` first, or give --db"
+            )
+        if not exists:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            if exists:
+                self._check_ours()
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{self.path} is not a readable SQLite database ({error}); it was left "
+                "untouched: give another --db, or move the file away"
+            ) from None
+
+    def _check_ours(self) -> None:
+        app_id = self.db.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            self.db.close()
+            raise StoreError(
+                f"{self.path} is an SQLite file but not a carbonbench results store; it was "
+                "left untouched: give another --db"
+            )
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise StoreError(
+                f"{self.path} was written by a newer carbonbench (schema {version} > "
+                f"{SCHEMA_VERSION}): upgrade carbonbench to read it"
+            )
+
+    def _migrate(self) -> None:
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        with self._transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]  # under the lock
+            for number in range(version, SCHEMA_VERSION):  # executescript would commit
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+            self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        run_id: str,
+        *,
+        label: str | None,
+        suite_name: str,
+        suite_source: str,
+        suite_text: str,
+        started_at: str,
+        metadata: dict[str, Any],
+    ) -> None:
+        with self._transaction():
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
+            self.db.execute(
+                "INSERT INTO runs (run_id, seq, label, suite_name, suite_source, suite_text, "
+                "status, started_at, metadata) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                (
+                    run_id,
+                    seq,
+                    label,
+                    suite_name,
+                    suite_source,
+                    suite_text,
+                    started_at,
+                    json.dumps(metadata, default=str),
+                ),
+            )
+
+    def end_run(self, run_id: str, status: str, ended_at: str, metadata: dict | None = None):
+        with self._transaction():
+            self.db.execute(
+                "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ?",
+                (status, ended_at, run_id),
+            )
+            if metadata is not None:
+                self.db.execute(
+                    "UPDATE runs SET metadata = ? WHERE run_id = ?",
+                    (json.dumps(metadata, default=str), run_id),
+                )
+
+    def add_row(self, row: ResultRow) -> None:
+        record = asdict(row)
+        for key in JSON_COLUMNS:
+            record[key] = json.dumps(record[key])
+        columns = ", ".join(record)
+        marks = ", ".join("?" for _ in record)
+        with self._transaction():
+            self.db.execute(
+                f"INSERT INTO results ({columns}) VALUES ({marks})", list(record.values())
+            )
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM runs ORDER BY seq").fetchall()
+        return [{**dict(r), "metadata": json.loads(r["metadata"])} for r in rows]
+
+    def resolve(self, ref: str) -> str:
+        """A run id from an id (or unique prefix), ``latest`` or ``latest~N``."""
+        match = re.fullmatch(r"latest(?:~(\d+))?", ref)
+        if match:
+            back = int(match[1] or 0)
+            row = self.db.execute(
+                "SELECT run_id FROM runs ORDER BY seq DESC LIMIT 1 OFFSET ?", (back,)
+            ).fetchone()
+            if row is None:
+                count = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                raise StoreError(f"no run {ref!r} in {self.path}: it holds {count} run(s)")
+            return row[0]
+        rows = self.db.execute(
+            "SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", (ref,)
+        ).fetchall()
+        if len(rows) != 1:
+            why = "no run" if not rows else f"{len(rows)} runs match"
+            raise StoreError(
+                f"{why} {ref!r} in {self.path}; use a run id, latest or latest~N "
+                "(carbonbench export lists them)"
+            )
+        return rows[0][0]
+
+    def rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM results"
+        args: tuple = ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id = ?", (run_id,)
+        out = []
+        for r in self.db.execute(query + " ORDER BY id", args):
+            record = dict(r)
+            record.pop("id")
+            for key in JSON_COLUMNS:
+                record[key] = json.loads(record[key]) if record[key] is not None else None
+            if record["reached_target"] is not None:
+                record["reached_target"] = bool(record["reached_target"])
+            out.append(record)
+        return out

@@ -1,0 +1,268 @@
+"""Suite files (TOML): a matrix of cases and how to measure them.
+
+```toml
+[suite]
+name = "smoke"
+description = "..."
+
+[matrix]                       # every combination is a case; each key takes a list
+arch = ["gpt", "lstm"]
+size = ["tiny"]
+impl = ["fused"]
+phase = ["train", "infer"]     # train, infer, generate (= prefill + decode), train-to-target
+batch = [8]
+seq_len = [64]
+device = ["cpu"]               # cpu, cuda, cuda:1, ...
+dtype = ["float32"]            # float32, bfloat16
+
+[measure]
+warmup_steps = 3
+min_window_s = 1.0             # steps per window are sized to last at least this long
+repeats = 5                    # measured windows per case
+ci_half_width = 0.05           # optional: repeat until the 95% CI half-width / median <= this
+budget_s = 120                 # ... or until a case has spent this long (then stop)
+max_repeats = 30
+idle_baseline_s = 5
+interval_s = 0.1
+case_timeout_s = 600
+new_tokens = 32                # decode: tokens generated per step
+
+[target]                       # train-to-target
+loss_factor = 1.1              # stop within 10% of the data's entropy rate
+# loss = 2.0                   # or at this loss
+eval_every = 25
+max_steps = 5000
+max_seconds = 600
+
+[carbon]                       # optional: one of intensity, country, cloud; and pue
+country = "FRA"
+pue = 1.2
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bench.workloads import DTYPES, PHASES, supports
+from models import ARCHITECTURES, IMPLS, SIZES
+
+SUITE_PHASES = (*[p for p in PHASES if p not in ("prefill", "decode")], "generate")
+BUILTIN = ("smoke", "nightly")
+
+
+class SuiteError(ValueError):
+    """A malformed suite file: names the file, the key and the expected form."""
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str
+    size: str
+    impl: str
+    phase: str
+    batch: int
+    seq_len: int
+    device: str
+    dtype: str
+
+    @property
+    def case_id(self) -> str:
+        size = f"b{self.batch}/s{self.seq_len}"
+        return "/".join(
+            (self.arch, self.size, self.impl, self.phase, size, self.device, self.dtype)
+        )
+
+
+@dataclass(frozen=True)
+class Measure:
+    warmup_steps: int = 3
+    min_window_s: float = 1.0
+    repeats: int = 5
+    ci_half_width: float | None = None
+    budget_s: float | None = None
+    max_repeats: int = 30
+    idle_baseline_s: float = 5.0
+    interval_s: float = 0.1
+    case_timeout_s: float = 600.0
+    new_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class Target:
+    loss_factor: float = 1.1
+    loss: float | None = None
+    eval_every: int = 25
+    max_steps: int = 5000
+    max_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class Carbon:
+    intensity: float | None = None
+    country: str | None = None
+    cloud: str | None = None
+    pue: float | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    source: str  # path, or "builtin:NAME"
+    text: str  # the file's content, stored with each run
+    cases: tuple[Case, ...]
+    measure: Measure = field(default_factory=Measure)
+    target: Target = field(default_factory=Target)
+    carbon: Carbon = field(default_factory=Carbon)
+    description: str = ""
+    skipped: tuple[str, ...] = ()  # combinations the matrix names that cannot run, and why
+
+
+MATRIX: dict[str, tuple[type, tuple[str, ...] | None]] = {
+    "arch": (str, tuple(ARCHITECTURES)),
+    "size": (str, SIZES),
+    "impl": (str, IMPLS),
+    "phase": (str, SUITE_PHASES),
+    "batch": (int, None),
+    "seq_len": (int, None),
+    "device": (str, None),
+    "dtype": (str, tuple(DTYPES)),
+}
+MATRIX_DEFAULTS = {"size": ["tiny"], "impl": ["fused"], "device": ["cpu"], "dtype": ["float32"]}
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string"}[kind]
+
+
+def _section(where: str, data: dict[str, Any], cls: type, section: str) -> Any:
+    """A dataclass from one TOML table, every key checked against its field's type."""
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise SuiteError(
+                f"{where}: unknown key [{section}].{key}; valid keys: {', '.join(known)}"
+            )
+        kind = {"int": int, "float": float, "str": str}[str(known[key].type).split(" |")[0].strip()]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            raise SuiteError(
+                f"{where}: [{section}].{key} must be {_type_name(kind)}, got {value!r}"
+            )
+        if kind in (int, float) and value < 0:
+            raise SuiteError(f"{where}: [{section}].{key} must be >= 0, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
+    for key in data:
+        if key not in MATRIX:
+            raise SuiteError(
+                f"{where}: unknown key [matrix].{key}; valid keys: {', '.join(MATRIX)}"
+            )
+    matrix = {}
+    for key, (kind, choices) in MATRIX.items():
+        if key not in data and key not in MATRIX_DEFAULTS:
+            raise SuiteError(f"{where}: [matrix].{key} is missing; give a list, e.g. {key} = [...]")
+        values = data.get(key, MATRIX_DEFAULTS.get(key))
+        if not isinstance(values, list) or not values:
+            raise SuiteError(
+                f"{where}: [matrix].{key} must be a non-empty list of {_type_name(kind)}s, "
+                f"got {values!r}"
+            )
+        for value in values:
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise SuiteError(
+                    f"{where}: [matrix].{key} must list {_type_name(kind)}s, got {value!r}"
+                )
+            if choices is not None and value not in choices:
+                raise SuiteError(
+                    f"{where}: [matrix].{key} has {value!r}; valid: {', '.join(choices)}"
+                )
+            if kind is int and value <= 0:
+                raise SuiteError(f"{where}: [matrix].{key} values must be positive, got {value}")
+        matrix[key] = values
+    return matrix
+
+
+def parse(text: str, source: str) -> Suite:
+    """A Suite from TOML text; ``source`` names the file in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SuiteError(f"{source}: not valid TOML ({error})") from None
+    for key in data:
+        if key not in ("suite", "matrix", "measure", "target", "carbon"):
+            raise SuiteError(
+                f"{source}: unknown table [{key}]; valid: suite, matrix, measure, target, carbon"
+            )
+    header = data.get("suite", {})
+    name = header.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name:
+        raise SuiteError(f"{source}: [suite].name must be a non-empty string, got {name!r}")
+    if "matrix" not in data:
+        raise SuiteError(f"{source}: the [matrix] table is missing")
+    matrix = _matrix(source, data["matrix"])
+    measure = _section(source, data.get("measure", {}), Measure, "measure")
+    if measure.repeats < 1 or measure.max_repeats < measure.repeats:
+        raise SuiteError(f"{source}: [measure] needs 1 <= repeats <= max_repeats")
+    cases, skipped = [], []
+    for combo in itertools.product(*matrix.values()):
+        values = dict(zip(matrix, combo, strict=True))
+        phases = ["prefill", "decode"] if values["phase"] == "generate" else [values["phase"]]
+        for phase in phases:
+            case = Case(**{**values, "phase": phase})
+            if supports(case.arch, phase):
+                cases.append(case)
+            else:
+                skipped.append(f"{case.case_id}: {phase} needs a key/value cache (gpt only)")
+    return Suite(
+        name=name,
+        source=source,
+        text=text,
+        cases=tuple(dict.fromkeys(cases)),
+        measure=measure,
+        target=_section(source, data.get("target", {}), Target, "target"),
+        carbon=_section(source, data.get("carbon", {}), Carbon, "carbon"),
+        description=str(header.get("description", "")),
+        skipped=tuple(skipped),
+    )
+
+
+def load(name_or_path: str) -> Suite:
+    """A built-in suite by name (smoke, nightly) or a suite file by path."""
+    if name_or_path in BUILTIN:
+        text = resources.files("bench.suites").joinpath(f"{name_or_path}.toml").read_text()
+        return parse(text, f"builtin:{name_or_path}")
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise SuiteError(
+            f"no suite named {name_or_path!r}: give a built-in name ({', '.join(BUILTIN)}) "
+            "or the path of a TOML file"
+        )
+    return parse(path.read_text(), str(path))
+
+
+def narrow(suite: Suite, **filters: list[str] | None) -> Suite:
+    """Keep the cases whose fields are in every non-empty filter (``arch=["gpt"]``, ...)."""
+    cases = suite.cases
+    for key, wanted in filters.items():
+        if wanted:
+            cases = tuple(c for c in cases if _matches(getattr(c, key), wanted, key))
+    return dataclasses.replace(suite, cases=cases)
+
+
+def _matches(value: str, wanted: list[str], key: str) -> bool:
+    if key == "phase" and "generate" in wanted and value in ("prefill", "decode"):
+        return True
+    return value in wanted

@@ -1,0 +1,205 @@
+"""What one step of each phase does, and how much work that is.
+
+Phases:
+- ``train``: forward, cross-entropy, backward, AdamW step.
+- ``infer``: forward without gradients.
+- ``prefill`` (gpt): the prompt's forward pass, filling the key/value cache.
+- ``decode`` (gpt): ``new_tokens`` greedy tokens, one forward pass each, from a prefilled cache.
+- ``train-to-target``: train steps on fresh data until the validation loss reaches a target
+  (driven by the runner; a step here is one train step).
+
+Work per step. ``tokens`` counts the tokens whose next-token prediction is computed: for
+language models batch x seq_len; for encoder-decoders the target tokens, batch x seq_len (the
+source tokens, as many again, are recorded as ``src_tokens``); for prefill the prompt tokens;
+for decode the generated tokens. ``samples`` is the batch size. FLOPs come from
+``models.flops`` (torch.utils.flop_counter), counted once per case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import cycle
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.data import Batch, CorpusSource, MarkovSource, ReversalTask
+from models import ARCHITECTURES
+from models.flops import METHOD, count_flops, count_generation_flops
+
+PHASES = ("train", "infer", "prefill", "decode", "train-to-target")
+GENERATION_PHASES = ("prefill", "decode")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+POOL = 8  # distinct batches cycled through in measured windows: data costs nothing there
+
+
+@dataclass(frozen=True)
+class Work:
+    samples: int
+    tokens: int
+    flops: int
+    src_tokens: int = 0
+    flops_method: str = METHOD
+
+
+@dataclass
+class Workload:
+    phase: str
+    step: Callable[[], Tensor | None]  # one step; returns the loss (detached) when training
+    work: Work  # per step
+    evaluate: Callable[[], float] | None = None  # validation loss (training phases)
+    entropy_rate: float | None = None  # the data's optimum loss, where known
+
+
+def supports(arch: str, phase: str) -> bool:
+    """Generation phases need a key/value cache: gpt only."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; valid: {', '.join(PHASES)}")
+    return phase not in GENERATION_PHASES or arch == "gpt"
+
+
+def make_source(model: nn.Module, corpus: str | None, seed: int):
+    """The data of this model: Markov language or its reversal task, or the user's corpus."""
+    if corpus is not None:
+        source: MarkovSource | CorpusSource = CorpusSource(corpus, seed)
+        if model.config.vocab < source.vocab:
+            raise ValueError(
+                f"byte-level corpus needs vocab >= 256; build {model.arch} with vocab=256"
+            )
+    else:
+        source = MarkovSource(model.config.vocab, seed)
+    if ARCHITECTURES[model.arch].encoder_decoder:
+        return ReversalTask(source)
+    return source
+
+
+def _batch(source, batch: int, seq_len: int, device: torch.device) -> Batch:
+    b = (
+        source.batch(batch, seq_len)
+        if isinstance(source, ReversalTask)
+        else source.lm_batch(batch, seq_len)
+    )
+    return Batch(tuple(t.to(device) for t in b.inputs), b.targets.to(device))
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def make_workload(
+    model: nn.Module,
+    phase: str,
+    *,
+    batch: int,
+    seq_len: int,
+    device: torch.device,
+    dtype: str = "float32",
+    corpus: str | None = None,
+    new_tokens: int = 32,
+    lr: float = 3e-4,
+    seed: int = 0,
+) -> Workload:
+    """One step of ``phase`` for ``model`` (already on ``device``) and its work."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    if not supports(model.arch, phase):
+        raise ValueError(f"phase {phase!r} needs a key/value cache: only gpt supports it")
+    autocast = _autocast(device, DTYPES[dtype])
+    source = make_source(model, corpus, seed)
+    encoder_decoder = ARCHITECTURES[model.arch].encoder_decoder
+    src_tokens = batch * seq_len if encoder_decoder else 0
+
+    if phase in GENERATION_PHASES:
+        return _generation(model, phase, source, batch, seq_len, new_tokens, device, autocast)
+
+    flops = count_flops(model, batch, seq_len)
+    if phase == "infer":
+        pool = cycle([_batch(source, batch, seq_len, device) for _ in range(POOL)])
+
+        def infer() -> None:
+            inputs = next(pool).inputs
+            with torch.inference_mode(), autocast:
+                model(*inputs)
+
+        model.eval()
+        return Workload(phase, infer, Work(batch, batch * seq_len, flops.forward, src_tokens))
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    if phase == "train":
+        pool = cycle([_batch(source, batch, seq_len, device) for _ in range(POOL)])
+
+        def next_batch() -> Batch:
+            return next(pool)
+    else:  # train-to-target: fresh data every step, so the loss measures generalisation
+
+        def next_batch() -> Batch:
+            return _batch(source, batch, seq_len, device)
+
+    def train() -> Tensor:
+        b = next_batch()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            logits = model(*b.inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), b.targets.flatten())
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    held_out = [_batch(source, batch, seq_len, device) for _ in range(4)]
+
+    def evaluate() -> float:
+        model.eval()
+        losses = []
+        with torch.inference_mode(), autocast:
+            for b in held_out:
+                logits = model(*b.inputs)
+                losses.append(F.cross_entropy(logits.float().flatten(0, 1), b.targets.flatten()))
+        model.train()
+        return float(torch.stack(losses).mean())
+
+    model.train()
+    return Workload(
+        phase,
+        train,
+        Work(batch, batch * seq_len, flops.train_step, src_tokens),
+        evaluate,
+        getattr(source, "entropy_rate", None),
+    )
+
+
+def _generation(model, phase, source, batch, prompt_len, new_tokens, device, autocast):
+    if prompt_len + new_tokens > model.config.max_len:
+        raise ValueError(
+            f"prompt {prompt_len} + {new_tokens} new tokens exceed max_len "
+            f"{model.config.max_len}: shorten them or build with a larger max_len"
+        )
+    prefill_flops, decode_flops = count_generation_flops(model, batch, prompt_len, new_tokens)
+    prompt = _batch(source, batch, prompt_len, device).inputs[0]
+    model.eval()
+    if phase == "prefill":
+
+        def prefill() -> None:
+            with torch.inference_mode(), autocast:
+                model(prompt, model.new_cache())
+
+        return Workload(phase, prefill, Work(batch, batch * prompt_len, prefill_flops))
+
+    cache = model.new_cache()
+    with torch.inference_mode(), autocast:
+        first = model(prompt, cache)[:, -1:].argmax(-1)
+    prefilled = [(layer.k, layer.v) for layer in cache]
+
+    def decode() -> None:
+        for layer, (k, v) in zip(cache, prefilled, strict=True):
+            layer.k, layer.v = k, v  # back to the prompt: extending builds new tensors
+        token = first
+        with torch.inference_mode(), autocast:
+            for _ in range(new_tokens):
+                token = model(token, cache)[:, -1:].argmax(-1)
+
+    return Workload(phase, decode, Work(batch, batch * new_tokens, decode_flops))
