@@ -141,6 +141,10 @@ def _type_name(kind: type) -> str:
     return {int: "an integer", float: "a number", str: "a string"}[kind]
 
 
+def _plural(kind: type) -> str:
+    return {int: "integers", float: "numbers", str: "strings"}[kind]
+
+
 def _section(where: str, data: dict[str, Any], cls: type, section: str) -> Any:
     """A dataclass from one TOML table, every key checked against its field's type."""
     known = {f.name: f for f in fields(cls)}
@@ -177,13 +181,13 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
         values = data.get(key, MATRIX_DEFAULTS.get(key))
         if not isinstance(values, list) or not values:
             raise SuiteError(
-                f"{where}: [matrix].{key} must be a non-empty list of {_type_name(kind)}s, "
+                f"{where}: [matrix].{key} must be a non-empty list of {_plural(kind)}, "
                 f"got {values!r}"
             )
         for value in values:
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise SuiteError(
-                    f"{where}: [matrix].{key} must list {_type_name(kind)}s, got {value!r}"
+                    f"{where}: [matrix].{key} must list {_plural(kind)}, got {value!r}"
                 )
             if choices is not None and value not in choices:
                 raise SuiteError(

@@ -1,0 +1,218 @@
+"""The runner end to end on this CPU: rows, failures, interruption, energy to target."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pandas as pd
+import pytest
+import torch
+
+import bench.runner as runner_module
+from bench.carbon import resolve
+from bench.cli import main
+from bench.meter import EnergyMeter
+from bench.runner import Runner, summarise
+from bench.sensors import ModelledCpuSensor, ModelledRamSensor
+from bench.store import Store
+from bench.suite import parse
+from bench.workloads import make_workload
+from models import build
+
+FAST = """
+[suite]
+name = "fast"
+
+[matrix]
+arch = {archs}
+phase = {phases}
+batch = [2]
+seq_len = [8]
+device = {devices}
+
+[measure]
+warmup_steps = 1
+min_window_s = 0.05
+repeats = 2
+idle_baseline_s = 0.1
+interval_s = 0.02
+case_timeout_s = {timeout}
+new_tokens = 4
+
+[target]
+loss = {target}
+eval_every = 2
+max_steps = {max_steps}
+max_seconds = 30
+"""
+
+
+def fast_suite(
+    archs=("gpt",), phases=("train",), devices=("cpu",), timeout=60, target=6.0, max_steps=400
+):
+    text = FAST.format(
+        archs=json.dumps(list(archs)),
+        phases=json.dumps(list(phases)),
+        devices=json.dumps(list(devices)),
+        timeout=timeout,
+        target=target,
+        max_steps=max_steps,
+    )
+    return parse(text, "fast.toml")
+
+
+def run(suite, tmp_path, on_event=None):
+    store = Store(tmp_path / "r.sqlite")
+    with EnergyMeter([ModelledCpuSensor(), ModelledRamSensor()], 0.02) as meter:
+        runner = Runner(suite, store, meter, resolve(intensity=400.0), on_event=on_event)
+        status = runner.run()
+    return status, runner, store
+
+
+def test_every_case_becomes_rows_with_work_energy_and_carbon(tmp_path) -> None:
+    suite = fast_suite(archs=("gpt", "seq2seq-lstm"), phases=("train", "infer", "generate"))
+    status, runner, store = run(suite, tmp_path)
+    assert status == "ok"
+    rows = store.rows(runner.run_id)
+    assert {r["case_id"] for r in rows} == {c.case_id for c in suite.cases}
+    assert len(rows) == 2 * len(suite.cases)
+    for row in rows:
+        assert row["status"] == "ok" and row["steps"] >= 1 and row["energy_j"] > 0
+        assert row["flops"] > 0 and row["duration_s"] > 0
+        assert row["method_by_domain"] == {"cpu:modelled": "modelled", "ram:modelled": "modelled"}
+        assert row["co2e_g"] == pytest.approx(row["kwh"] * 400.0)
+        assert row["kwh"] == pytest.approx(row["energy_j"] / 3.6e6)
+        assert row["idle_w"] is not None and row["dynamic_energy_j"] is not None
+        per_step = {"decode": 2 * 4, "prefill": 2 * 8}.get(row["phase"], 2 * 8)
+        assert row["tokens"] == row["steps"] * per_step
+        if row["arch"] == "seq2seq-lstm":
+            assert row["src_tokens"] == row["tokens"]
+        if row["repeat"] == 0:
+            assert row["extra"]["warmup"]["steps"] == 1
+    train = next(r for r in rows if r["phase"] == "train")
+    assert train["loss"] is not None and train["params"] > 0
+    (meta,) = [r for r in store.runs() if r["run_id"] == runner.run_id]
+    assert meta["status"] == "ok" and meta["suite_name"] == "fast"
+    for key in ("host", "cpu", "versions", "sensors", "carbon", "idle_w", "git_commit"):
+        assert key in meta["metadata"]
+    summary = summarise(runner.rows)
+    assert all(s["status"] == "ok" and s["j_per_token"] > 0 for s in summary)
+
+
+def test_a_failing_case_is_recorded_and_the_suite_goes_on(tmp_path) -> None:
+    suite = fast_suite(archs=("gru",), devices=("cuda", "cpu"))
+    status, runner, store = run(suite, tmp_path)
+    assert status == "failed"
+    rows = store.rows(runner.run_id)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and "torch sees no CUDA GPU" in failed[0]["error"]
+    assert [r["status"] for r in rows if r["device"] == "cpu"] == ["ok", "ok"]
+
+
+def test_nan_loss_fails_the_case(tmp_path, monkeypatch) -> None:
+    def diverging(*args, **kwargs):
+        workload = make_workload(*args, **kwargs)
+        workload.step = lambda: torch.tensor(float("nan"))
+        return workload
+
+    monkeypatch.setattr(runner_module, "make_workload", diverging)
+    status, runner, store = run(fast_suite(), tmp_path)
+    (row,) = store.rows(runner.run_id)
+    assert status == "failed" and row["status"] == "failed"
+    assert row["error"] == "loss became NaN or infinite: training diverged"
+
+
+def test_case_timeout(tmp_path) -> None:
+    _, runner, store = run(fast_suite(timeout=0.0), tmp_path)
+    (row,) = store.rows(runner.run_id)
+    assert row["status"] == "failed" and "timed out" in row["error"]
+
+
+def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
+    def on_event(kind, info):
+        if kind == "row" and info["row"].repeat == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled by the runner
+
+    suite = fast_suite(archs=("rnn", "gru"))
+    status, runner, store = run(suite, tmp_path, on_event)
+    assert status == "interrupted"
+    rows = store.rows(runner.run_id)
+    assert len(rows) == 1 and rows[0]["status"] == "ok"
+    assert store.runs()[-1]["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_energy_to_target(tmp_path) -> None:
+    status, runner, store = run(fast_suite(phases=("train-to-target",), target=6.5), tmp_path)
+    (row,) = store.rows(runner.run_id)
+    assert status == "ok" and row["reached_target"] is True
+    assert row["loss"] <= 6.5 and row["target_loss"] == 6.5 and row["energy_j"] > 0
+    assert row["steps"] % 2 == 0
+    status, runner, store = run(
+        fast_suite(phases=("train-to-target",), target=0.001, max_steps=4), tmp_path
+    )
+    (row,) = store.rows(runner.run_id)
+    assert row["reached_target"] is False and row["steps"] == 4
+
+
+def test_generation_workloads_count_their_tokens() -> None:
+    model = build("gpt")
+    decode = make_workload(
+        model, "decode", batch=3, seq_len=10, device=torch.device("cpu"), new_tokens=5
+    )
+    assert decode.work.tokens == 15 and decode.work.flops > 0
+    decode.step()
+    decode.step()  # restarts from the prompt each time: no growth past max_len
+    with pytest.raises(ValueError, match="exceed max_len"):
+        make_workload(
+            model, "prefill", batch=1, seq_len=250, device=torch.device("cpu"), new_tokens=10
+        )
+    with pytest.raises(ValueError, match="only gpt"):
+        make_workload(build("lstm"), "decode", batch=1, seq_len=4, device=torch.device("cpu"))
+    infer = make_workload(
+        build("rnn"), "infer", batch=2, seq_len=4, device=torch.device("cpu"), dtype="bfloat16"
+    )
+    infer.step()
+
+
+def test_cli_run_export_and_runs(tmp_path, capsys) -> None:
+    suite_file = tmp_path / "fast.toml"
+    suite_file.write_text(fast_suite().text)
+    db = str(tmp_path / "cli.sqlite")
+    assert main(["run", "--suite", str(suite_file), "--db", db, "--json", "--country", "FRA"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "ok" and result["db"] == db
+    assert result["cases"][0]["g_co2e_per_1k_tokens"] > 0
+    assert main(["export", "--db", db, "--run", "latest", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["run_id"] for r in rows} == {result["run_id"]}
+    for key in ("arch", "phase", "energy_j", "tokens", "flops", "co2e_g", "duration_s", "status"):
+        assert key in rows[0]
+    assert "France" in rows[0]["intensity_source"]
+    out = tmp_path / "rows.parquet"
+    assert main(["export", "--db", db, "--format", "parquet", "-o", str(out)]) == 0
+    assert len(pd.read_parquet(out)) == len(rows)
+    assert main(["export", "--db", db, "--format", "csv", "-o", str(tmp_path / "r.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "r.csv")) == len(rows)
+    assert main(["runs", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["rows"] == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--arch", "nope"], "no case of suite 'smoke' matches the filters given"),
+        (["run", "--suite", "weekly"], "no suite named 'weekly'"),
+        (["export", "--format", "json", "--db", "{tmp}/absent.sqlite"], "no results store at"),
+        (["export", "--format", "json", "--db", "{tmp}/junk.sqlite"], "not a readable SQLite"),
+        (["runs", "--db", "{tmp}/junk.sqlite"], "left untouched"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message) -> None:
+    (tmp_path / "junk.sqlite").write_bytes(b"junk" * 1000)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("carbonbench: error: ") and message in err and "\n" not in err
