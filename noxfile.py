@@ -32,12 +32,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def smoke(session: nox.Session) -> None:
-    """The small CPU job: this machine's energy sensors, then every architecture, both
-    variants, trained and run on this CPU."""
+    """The main job on a CPU: the smoke suite, measured and stored."""
     _install(session)
     session.run("carbonbench", "sensors")
-    session.run("carbonbench", "models")
-    session.run("python", "benchmarks/models_speed.py", "--size", "tiny", "--rounds", "3")
+    session.run("carbonbench", "run", "--suite", "smoke", *session.posargs)
 
 
 @nox.session

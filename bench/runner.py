@@ -240,6 +240,8 @@ class Runner:
             pue=self.carbon.pue,
             intensity_g_per_kwh=self.carbon.intensity.g_per_kwh,
             intensity_source=self.carbon.intensity.source,
+            intensity_year=self.carbon.intensity.year,
+            intensity_region=self.carbon.intensity.region,
             created_at=_now(),
             **values,
         )

@@ -63,6 +63,8 @@ class ResultRow:
     pue: float = 1.0
     intensity_g_per_kwh: float = 0.0
     intensity_source: str = ""
+    intensity_year: int | None = None
+    intensity_region: str | None = None
     co2e_g: float = 0.0
     peak_memory_bytes: int | None = None
     world_size: int = 1

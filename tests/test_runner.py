@@ -14,7 +14,7 @@ import bench.runner as runner_module
 from bench.carbon import resolve
 from bench.cli import main
 from bench.meter import EnergyMeter
-from bench.runner import Runner, summarise
+from bench.runner import Runner, RunOptions, summarise
 from bench.sensors import ModelledCpuSensor, ModelledRamSensor
 from bench.store import Store
 from bench.suite import parse
@@ -157,6 +157,27 @@ def test_energy_to_target(tmp_path) -> None:
     assert row["reached_target"] is False and row["steps"] == 4
 
 
+def test_adaptive_repeats_stop_at_max_repeats_or_budget(tmp_path) -> None:
+    text = fast_suite().text.replace(
+        "repeats = 2", "repeats = 2\nci_half_width = 1e-9\nmax_repeats = 5"
+    )
+    status, runner, store = run(parse(text, "adaptive.toml"), tmp_path)
+    assert status == "ok" and len(store.rows(runner.run_id)) == 5
+    text = text.replace("max_repeats = 5", "max_repeats = 50\nbudget_s = 0.0")
+    status, runner, store = run(parse(text, "budget.toml"), tmp_path)
+    assert len(store.rows(runner.run_id)) == 2  # the fixed repeats, then the budget is spent
+
+
+def test_corpus_training(tmp_path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 50)
+    suite = fast_suite(archs=("lstm", "transformer"), phases=("train",))
+    store = Store(tmp_path / "c.sqlite")
+    with EnergyMeter([ModelledCpuSensor()], 0.02) as meter:
+        runner = Runner(suite, store, meter, resolve(), RunOptions(corpus=str(corpus)))
+        assert runner.run() == "ok"
+
+
 def test_generation_workloads_count_their_tokens() -> None:
     model = build("gpt")
     decode = make_workload(
@@ -191,6 +212,7 @@ def test_cli_run_export_and_runs(tmp_path, capsys) -> None:
     for key in ("arch", "phase", "energy_j", "tokens", "flops", "co2e_g", "duration_s", "status"):
         assert key in rows[0]
     assert "France" in rows[0]["intensity_source"]
+    assert (rows[0]["intensity_year"], rows[0]["intensity_region"]) == (2023, "FRA")
     out = tmp_path / "rows.parquet"
     assert main(["export", "--db", db, "--format", "parquet", "-o", str(out)]) == 0
     assert len(pd.read_parquet(out)) == len(rows)
