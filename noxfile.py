@@ -32,10 +32,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def smoke(session: nox.Session) -> None:
-    """The main job on a CPU: the smoke suite, measured and stored."""
+    """The main job on a CPU: the smoke suite, measured and stored, then its HTML report."""
     _install(session)
     session.run("carbonbench", "sensors")
     session.run("carbonbench", "run", "--suite", "smoke", *session.posargs)
+    session.run("carbonbench", "report", "-o", "carbonbench-results/report.html")
 
 
 @nox.session
@@ -43,6 +44,13 @@ def speed(session: nox.Session) -> None:
     """Tokens/s of fused vs torch.nn and reference vs fused (the README's figures)."""
     _install(session)
     session.run("python", "benchmarks/models_speed.py", *session.posargs)
+
+
+@nox.session
+def report_speed(session: nox.Session) -> None:
+    """The HTML report's size and build time (the README's figures)."""
+    _install(session)
+    session.run("python", "benchmarks/report_speed.py", *session.posargs)
 
 
 @nox.session

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -148,4 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (ValueError, StoreError) as error:  # bad input: one line naming it, no traceback
         print(f"carbonbench: error: {error}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as error:
+        print(f"carbonbench: error: results store: {error}", file=sys.stderr)
         return 2

@@ -50,6 +50,14 @@ def add_run_parser(commands) -> None:
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(handler=runs_command)
 
+    report = commands.add_parser("report", help="write the HTML report of stored runs")
+    report.add_argument("--db", type=Path, default=DEFAULT_DB)
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("--run", action="append", metavar="REF", help="run id, latest, latest~N")
+    which.add_argument("--last", type=int, metavar="N", help="the last N runs (default 1)")
+    report.add_argument("-o", "--output", type=Path, default=Path("carbonbench-report.html"))
+    report.set_defaults(handler=report_command)
+
     export = commands.add_parser("export", help="write stored results as CSV, Parquet or JSON")
     export.add_argument("--db", type=Path, default=DEFAULT_DB)
     export.add_argument("--run", metavar="REF", help="run id, latest or latest~N (default: all)")
@@ -175,6 +183,21 @@ def _print_summary(console: Console, result: dict[str, Any], carbon) -> None:
         highlight=False,
     )
     console.print(f"run id [bold]{result['run_id']}[/] stored in {result['db']}")
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from reports.html import render
+
+    if args.last is not None and args.last < 1:
+        raise ValueError(f"--last must be at least 1, got {args.last}")
+    rendered = render(args.db, args.output, args.run, args.last)
+    Console(stderr=True).print(
+        f"report written: {rendered.path} ({rendered.bytes / 1e6:.1f} MB, "
+        f"{rendered.figures} figures, {rendered.seconds:.1f} s)",
+        highlight=False,
+    )
+    print(rendered.path)
+    return 0
 
 
 def runs_command(args: argparse.Namespace) -> int:

@@ -212,6 +212,9 @@ class Runner:
                     status = "interrupted"
         except KeyboardInterrupt:
             status = "interrupted"
+        except BaseException:
+            status = "failed"  # e.g. the store could not be written: say so, then raise
+            raise
         finally:
             metadata = run_metadata(self.meter, self.carbon)
             metadata["idle_w"] = self.meter.idle_w

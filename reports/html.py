@@ -1,0 +1,216 @@
+"""Render the report: one self-contained HTML file, plotly.js inlined once, one Jinja2
+template with autoescaping (nothing a user typed becomes markup)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from bench import __version__
+from bench.carbon import J_PER_KWH, equivalents
+from reports import figures
+from reports.data import ReportData, energy_by_method, load
+
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+@dataclass
+class Rendered:
+    path: Path
+    bytes: int
+    seconds: float
+    figures: int
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _div(fig) -> str:
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False, config=CONFIG)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _energy(joules: float) -> str:
+    """Joules in the unit a person reads best: J, Wh or kWh."""
+    if joules < 360:
+        return f"{joules:.3g} J"
+    if joules < 3.6e6:
+        return f"{joules / 3600:.3g} Wh"
+    return f"{joules / J_PER_KWH:.3g} kWh"
+
+
+def _summary(data: ReportData) -> dict[str, Any]:
+    ok = data.rows[data.rows["status"] == "ok"]
+    joules = float(ok["energy_j"].sum())
+    co2e = float(ok["co2e_g"].sum())
+    methods = energy_by_method(ok) if len(ok) else {}
+    total = sum(methods.values()) or 1.0
+    carbons = {
+        (
+            r["metadata"]["carbon"]["intensity_g_per_kwh"],
+            r["metadata"]["carbon"]["source"],
+            r["metadata"]["carbon"]["pue"],
+            r["metadata"]["carbon"]["pue_source"],
+        )
+        for r in data.runs
+    }
+    return {
+        "energy": _energy(joules),
+        "kwh": joules / J_PER_KWH,
+        "co2e_g": co2e,
+        "carbon": sorted(carbons),
+        "equivalents": equivalents(co2e),
+        "method_share": {m: j / total for m, j in sorted(methods.items())},
+        "cases": int(data.cases["case_id"].nunique()),
+        "failed": int((data.cases["status"] == "failed").sum()),
+        "windows": len(ok),
+        "measured_seconds": float(ok["duration_s"].sum()),
+    }
+
+
+def _case_table(cases) -> list[dict[str, str]]:
+    table = []
+    for _, c in cases.iterrows():
+        ok = c["status"] == "ok"
+        table.append(
+            {
+                "case": f"{c['arch']} · {c['phase']}",
+                "detail": f"{c['size']} · {c['impl']} · {c['device']} · {c['dtype']}",
+                "mj_per_token": _fmt(1e3 * c["j_per_token"]) if ok else "",
+                "ci": f"{_fmt(1e3 * c['j_per_token_low'])} to {_fmt(1e3 * c['j_per_token_high'])}"
+                if ok
+                else "",
+                "mg_per_1k": _fmt(1e3 * c["g_per_1k_tokens"]) if ok else "",
+                "tokens_per_s": f"{c['tokens_per_s']:,.0f}" if ok else "",
+                "j_per_tflop": _fmt(c.get("j_per_tflop")) if ok else "",
+                "method": c["methods"] if ok else "",
+                "repeats": str(c["repeats"]),
+                "status": "ok" if ok else f"failed: {c['error']}",
+                "failed": not ok,
+            }
+        )
+    return table
+
+
+def _provenance(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for run in runs:
+        meta = run["metadata"]
+        out.append(
+            {
+                "run_id": run["run_id"],
+                "label": run["label"] or "",
+                "suite": f"{run['suite_name']} ({run['suite_source']})",
+                "status": run["status"],
+                "when": f"{run['started_at']} → {run['ended_at'] or 'unfinished'}",
+                "host": meta.get("host", ""),
+                "hardware": "; ".join(
+                    x
+                    for x in (
+                        f"CPU {meta.get('cpu')} ({meta.get('logical_cpus')} logical)",
+                        ", ".join(meta.get("gpus") or []) or "no GPU",
+                        f"driver {meta['driver']}" if meta.get("driver") else "",
+                    )
+                    if x
+                ),
+                "software": ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
+                + (f", CUDA {meta['cuda']}" if meta.get("cuda") else ""),
+                "commit": meta.get("git_commit") or "not in a git checkout",
+                "sensors": "; ".join(
+                    f"{source}: "
+                    + ", ".join(
+                        f"{d} ({m})" for d, m in zip(s["domains"], s["methods"], strict=True)
+                    )
+                    for source, s in (meta.get("sensors") or {}).items()
+                ),
+                "constants": meta.get("sensor_constants") or {},
+                "diagnostics": meta.get("diagnostics") or [],
+                "idle_w": meta.get("idle_w") or {},
+                "skipped": meta.get("skipped") or [],
+                "sampler": meta.get("sampler") or {},
+            }
+        )
+    return out
+
+
+def render(
+    db: str | Path,
+    output: str | Path,
+    refs: list[str] | None = None,
+    last: int | None = None,
+) -> Rendered:
+    """Write the report of the selected runs (default: the latest) to ``output``."""
+    started = time.perf_counter()
+    data = load(db, refs, last)
+    latest_id = data.latest["run_id"]
+    latest = data.cases[data.cases["run_id"] == latest_id]
+    latest_rows = data.rows[(data.rows["run_id"] == latest_id) & (data.rows["status"] == "ok")]
+
+    compared = [
+        figures.energy_per_token_stacked(latest),
+        figures.bar_by_case(
+            latest, "g_per_1k_tokens", "CO2e per 1,000 tokens", "mg CO2e per 1k tokens", 1e3
+        ),
+        figures.bar_by_case(latest, "tokens_per_s", "Throughput", "tokens per second"),
+        figures.bar_by_case(latest, "j_per_tflop", "Energy per unit of compute", "J per TFLOP"),
+        figures.energy_vs_parameters(latest),
+    ]
+    versus = figures.reference_vs_fused(latest)
+    target = figures.energy_to_target(latest)
+    timelines = [
+        (case_id, figures.power_timeline(group))
+        for case_id, group in latest_rows.groupby("case_id", sort=False)
+        if (group["phase"] != "train-to-target").all()
+    ]
+    trend = figures.trends(data.cases, data.runs) if len(data.runs) > 1 else None
+    divs = {
+        "compared": [_div(f) for f in compared],
+        "versus": _div(versus) if versus else None,
+        "target": _div(target) if target else None,
+        "timelines": [(case_id, _div(f)) for case_id, f in timelines],
+        "trend": _div(trend) if trend else None,
+    }
+    count = len(divs["compared"]) + len(divs["timelines"])
+    count += sum(1 for k in ("versus", "target", "trend") if divs[k])
+    html = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            plotlyjs=get_plotlyjs(),
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            version=__version__,
+            db=str(data.db),
+            latest=data.latest,
+            runs=data.runs,
+            summary=_summary(data),
+            cases=_case_table(latest),
+            divs=divs,
+            provenance=_provenance(data.runs),
+            fmt=_fmt,
+        )
+    )
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return Rendered(path, len(html.encode()), time.perf_counter() - started, count)
