@@ -16,6 +16,8 @@ from rich.text import Text
 from bench.carbon import resolve
 from bench.store import DEFAULT_DB, Store
 
+FILTERS = ("arch", "phase", "size", "device", "impl", "dtype")  # narrow a suite's matrix
+
 
 def add_carbon_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
@@ -30,7 +32,7 @@ def add_carbon_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run_parser(commands) -> None:
     run = commands.add_parser("run", help="run a benchmark suite and store its results")
     run.add_argument("--suite", default="smoke", help="built-in name (smoke, nightly) or path")
-    for name in ("arch", "phase", "size", "device", "impl", "dtype"):
+    for name in FILTERS:
         run.add_argument(
             f"--{name}",
             action="append",
@@ -85,15 +87,7 @@ def run_command(args: argparse.Namespace) -> int:
     from bench.sensors import detect_sensors
     from bench.suite import load, narrow
 
-    suite = narrow(
-        load(args.suite),
-        arch=args.arch,
-        phase=args.phase,
-        size=args.size,
-        device=args.device,
-        impl=args.impl,
-        dtype=args.dtype,
-    )
+    suite = narrow(load(args.suite), **{name: getattr(args, name) for name in FILTERS})
     if not suite.cases:
         raise ValueError(f"no case of suite {suite.name!r} matches the filters given")
     c = suite.carbon
