@@ -28,7 +28,9 @@ import torch
 
 from bench import __version__
 from bench.carbon import CarbonSettings
+from bench.data import target_loss
 from bench.meter import EnergyMeter, Measurement
+from bench.sensors import NvmlSensor
 from bench.stats import relative_half_width
 from bench.store import ResultRow, Store
 from bench.suite import Case, Suite
@@ -109,13 +111,8 @@ def run_metadata(meter: EnergyMeter, carbon: CarbonSettings) -> dict[str, Any]:
     gpus = []
     if torch.cuda.is_available():
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    nvml = next((s for s in meter.sensors if s.source == "nvml"), None)
-    driver = None
-    if nvml is not None:
-        try:
-            driver = nvml._nvml.nvmlSystemGetDriverVersion()
-        except Exception:
-            driver = None
+    nvml = next((s for s in meter.sensors if isinstance(s, NvmlSensor)), None)
+    driver = nvml.driver_version() if nvml is not None else None
     return {
         "host": socket.gethostname(),
         "platform": platform.platform(),
@@ -379,8 +376,6 @@ class Runner:
 
     def _to_target(self, case, workload: Workload, device, params, started) -> None:
         t = self.suite.target
-        from bench.data import target_loss
-
         goal = target_loss(workload.entropy_rate, t.loss_factor, t.loss)
         assert workload.evaluate is not None
         steps, reached, val = 0, False, math.inf

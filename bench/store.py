@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 DEFAULT_DB = Path("carbonbench-results/results.sqlite")
 APPLICATION_ID = 0x43424E43  # "CBNC"
@@ -74,12 +74,17 @@ class ResultRow:
 
 
 JSON_COLUMNS = {"energy_by_domain", "method_by_domain", "idle_w", "timeline", "extra"}
-_SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT", "bool": "INTEGER"}
+_SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}  # else JSON text
 
 
-def _column(f) -> str:
-    base = str(f.type).split(" |")[0].strip()
-    return f"{f.name} {_SQL_TYPES.get(base, 'TEXT')}"
+def _columns() -> list[str]:
+    hints = get_type_hints(ResultRow)
+    out = []
+    for f in fields(ResultRow):
+        args = [a for a in get_args(hints[f.name]) if a is not type(None)]
+        base = args[0] if args and get_origin(hints[f.name]) is not dict else hints[f.name]
+        out.append(f"{f.name} {_SQL_TYPES.get(base, 'TEXT')}")
+    return out
 
 
 MIGRATIONS: list[str] = [
@@ -100,7 +105,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE results (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         """
-    + ",\n        ".join(_column(f) for f in fields(ResultRow))
+    + ",\n        ".join(_columns())
     + """,
         FOREIGN KEY (run_id) REFERENCES runs(run_id)
     );

@@ -48,7 +48,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from bench.workloads import DTYPES, PHASES, supports
 from models import ARCHITECTURES, IMPLS, SIZES
@@ -137,6 +137,11 @@ MATRIX: dict[str, tuple[type, tuple[str, ...] | None]] = {
 MATRIX_DEFAULTS = {"size": ["tiny"], "impl": ["fused"], "device": ["cpu"], "dtype": ["float32"]}
 
 
+def _base_type(hint: Any) -> type:
+    """int for ``int`` and ``int | None``."""
+    return next(a for a in get_args(hint) if a is not type(None)) if get_args(hint) else hint
+
+
 def _type_name(kind: type) -> str:
     return {int: "an integer", float: "a number", str: "a string"}[kind]
 
@@ -147,14 +152,15 @@ def _plural(kind: type) -> str:
 
 def _section(where: str, data: dict[str, Any], cls: type, section: str) -> Any:
     """A dataclass from one TOML table, every key checked against its field's type."""
-    known = {f.name: f for f in fields(cls)}
+    hints = get_type_hints(cls)
+    known = {f.name: _base_type(hints[f.name]) for f in fields(cls)}
     values = {}
     for key, value in data.items():
         if key not in known:
             raise SuiteError(
                 f"{where}: unknown key [{section}].{key}; valid keys: {', '.join(known)}"
             )
-        kind = {"int": int, "float": float, "str": str}[str(known[key].type).split(" |")[0].strip()]
+        kind = known[key]
         ok = isinstance(value, kind) and not isinstance(value, bool)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)

@@ -176,6 +176,13 @@ class NvmlSensor(Sensor):
                 )
         return [g.energy_j for g in self._gpus], [g.power_w for g in self._gpus]
 
+    def driver_version(self) -> str | None:
+        try:
+            version = self._nvml.nvmlSystemGetDriverVersion()
+        except self._nvml.NVMLError:
+            return None
+        return version.decode() if isinstance(version, bytes) else version
+
     def constants(self) -> dict[str, object]:
         return {
             "gpus": {
