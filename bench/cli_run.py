@@ -60,6 +60,24 @@ def add_run_parser(commands) -> None:
     report.add_argument("-o", "--output", type=Path, default=Path("carbonbench-report.html"))
     report.set_defaults(handler=report_command)
 
+    gate = commands.add_parser(
+        "compare", help="regression gate: compare two runs or two pytest-benchmark JSON files"
+    )
+    gate.add_argument("baseline", metavar="BASELINE", help="run id, latest~N, or a .json file")
+    gate.add_argument("current", metavar="CURRENT", help="run id, latest, or a .json file")
+    gate.add_argument("--db", type=Path, default=DEFAULT_DB)
+    gate.add_argument("--thresholds", type=Path, metavar="FILE", help="TOML with [thresholds]")
+    gate.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown summary")
+    gate.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    gate.add_argument("--allow-hardware-mismatch", action="store_true")
+    gate.add_argument(
+        "--metric", action="append", help="only this metric (repeatable), e.g. flops_per_step"
+    )
+    gate.add_argument(
+        "--all", action="store_true", help="show unchanged metrics too (the table hides them)"
+    )
+    gate.set_defaults(handler=compare_command)
+
     export = commands.add_parser("export", help="write stored results as CSV, Parquet or JSON")
     export.add_argument("--db", type=Path, default=DEFAULT_DB)
     export.add_argument("--run", metavar="REF", help="run id, latest or latest~N (default: all)")
@@ -192,6 +210,56 @@ def report_command(args: argparse.Namespace) -> int:
     )
     print(rendered.path)
     return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from bench.compare import ALPHA, compare, load_side, load_thresholds, markdown
+
+    result = compare(
+        load_side(args.baseline, args.db),
+        load_side(args.current, args.db),
+        load_thresholds(args.thresholds),
+        allow_hardware_mismatch=args.allow_hardware_mismatch,
+        **({"metrics": args.metric} if args.metric else {}),
+    )
+    if args.markdown:
+        args.markdown.write_text(markdown(result))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        console = Console()
+        table = Table(title=f"{result.baseline} → {result.current}")
+        for column in ("case", "metric", "baseline", "current", "change", "p", "verdict"):
+            table.add_column(column, justify="right" if column in ("change", "p") else "left")
+        style = {"regression": "bold red", "improvement": "green", "no data": "yellow"}
+        for v in result.verdicts:
+            if v.verdict == "unchanged" and not args.all:
+                continue
+            table.add_row(
+                v.case_id,
+                v.metric,
+                f"{v.baseline:.4g}" if v.baseline is not None else "",
+                f"{v.current:.4g}" if v.current is not None else "",
+                f"{100 * (v.ratio - 1):+.1f}%" if v.ratio is not None else "",
+                f"{v.p_value:.3g}" if v.p_value is not None else "",
+                f"[{style.get(v.verdict, '')}]{v.verdict}" if v.verdict in style else v.verdict,
+            )
+        if table.row_count:
+            console.print(table)
+        unchanged = sum(v.verdict == "unchanged" for v in result.verdicts)
+        console.print(
+            f"{len(result.regressions)} regression(s), {unchanged} unchanged metric(s) of "
+            f"{len(result.verdicts)}; regression: ratio of medians beyond the threshold t and "
+            f"one-sided Mann-Whitney U against the baseline x (1 + t), p <= {ALPHA}",
+            highlight=False,
+        )
+        for case in result.only_baseline:
+            console.print(f"only in the baseline: {case}", highlight=False)
+        for case in result.only_current:
+            console.print(f"only in the current run: {case}", highlight=False)
+        for note in result.notes:
+            console.print(f"[yellow]note[/] {note}", highlight=False)
+    return 1 if result.regressions else 0
 
 
 def runs_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,374 @@
+"""The regression gate: compare two runs (or two pytest-benchmark JSON files) case by case.
+
+A metric of a case *regresses* only when both hold:
+  1. effect size: the ratio of medians, current / baseline, is beyond the threshold t (default
+     5%; per metric, per case glob); and
+  2. significance: the repeated windows show that the change itself exceeds t, not merely that
+     the runs differ: a one-sided Mann-Whitney U test of the current windows against the
+     baseline's scaled by (1 + t) gives p <= alpha (default 0.05, the smallest p three repeats
+     a side can give). With fewer than 3 repeats on a side the verdict is ``no data``.
+Improvements mirror this with (1 - t).
+Whole runs on a shared machine differ by more than their repeats suggest (other tenants,
+thermals, clocks), which a test over repeats alone mistakes for change. Two defences: the
+effect-size threshold, and a noise floor learnt from history. When the store holds at least
+three earlier runs of a case, the threshold used is max(threshold, 3 x the coefficient of
+variation of those runs' medians), so a case that wanders by itself needs a larger move to
+be flagged. Exact metrics (FLOPs per step, parameters) change on any difference.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import tomllib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+from bench.store import Store
+
+STATISTICAL = ("energy_per_token", "time_per_token", "co2e_per_1k_tokens", "peak_memory")
+EXACT = ("flops_per_step", "params")
+METRICS = STATISTICAL + EXACT
+DEFAULT_THRESHOLD = 0.05
+ALPHA = 0.05  # with 3 repeats a side, the smallest one-sided p is 1/20
+HISTORY_RUNS = 10  # earlier runs used for the noise floor
+NOISE_FLOOR_K = 3.0
+MIN_REPEATS = 3
+
+
+class CompareError(ValueError):
+    """Unusable input: exit status 2."""
+
+
+@dataclass
+class Side:
+    """One side of a comparison: samples per case and metric, and what produced them."""
+
+    name: str
+    samples: dict[str, dict[str, list[float]]]
+    hardware: dict[str, Any]
+    suite: str | None
+    history: dict[str, list[float]] = field(default_factory=dict)  # case -> earlier medians
+    carbon: str | None = None  # intensity and PUE, to tell settings changes from code changes
+
+
+@dataclass
+class Thresholds:
+    default: dict[str, float] = field(default_factory=dict)
+    cases: list[tuple[str, dict[str, float]]] = field(default_factory=list)  # (glob, overrides)
+
+    def for_case(self, case_id: str, metric: str) -> float:
+        value = self.default.get(metric, DEFAULT_THRESHOLD)
+        for pattern, overrides in self.cases:
+            if fnmatch.fnmatchcase(case_id, pattern) and metric in overrides:
+                value = overrides[metric]
+        return value
+
+
+@dataclass
+class Verdict:
+    case_id: str
+    metric: str
+    verdict: str  # regression | improvement | unchanged | changed | no data
+    baseline: float | None
+    current: float | None
+    ratio: float | None
+    p_value: float | None
+    threshold: float
+    test: str
+    n_baseline: int
+    n_current: int
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    current: str
+    verdicts: list[Verdict]
+    only_baseline: list[str]
+    only_current: list[str]
+    notes: list[str]
+
+    @property
+    def regressions(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.verdict == "regression"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "current": self.current,
+            "regressions": len(self.regressions),
+            "verdicts": [asdict(v) for v in self.verdicts],
+            "only_in_baseline": self.only_baseline,
+            "only_in_current": self.only_current,
+            "notes": self.notes,
+        }
+
+
+# -- loading ----------------------------------------------------------------------------
+
+
+def _row_metrics(row: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    if row["tokens"]:
+        out["energy_per_token"] = row["energy_j"] / row["tokens"]
+        out["time_per_token"] = row["duration_s"] / row["tokens"]
+        out["co2e_per_1k_tokens"] = 1000 * row["co2e_g"] / row["tokens"]
+    if row["peak_memory_bytes"] is not None:
+        out["peak_memory"] = float(row["peak_memory_bytes"])
+    if row["steps"]:
+        out["flops_per_step"] = row["flops"] / row["steps"]
+    if row["params"] is not None:
+        out["params"] = float(row["params"])
+    return out
+
+
+def _hardware(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {"cpu": metadata.get("cpu"), "gpus": metadata.get("gpus") or []}
+
+
+def side_from_store(store: Store, ref: str) -> Side:
+    run_id = store.resolve(ref)
+    runs = store.runs()
+    run = next(r for r in runs if r["run_id"] == run_id)
+    samples: dict[str, dict[str, list[float]]] = {}
+    for row in store.rows(run_id):
+        if row["status"] != "ok":
+            continue
+        for metric, value in _row_metrics(row).items():
+            samples.setdefault(row["case_id"], {}).setdefault(metric, []).append(value)
+    history: dict[str, list[float]] = {}
+    earlier = [r for r in runs if r["seq"] < run["seq"]][-HISTORY_RUNS:]
+    for past in earlier:
+        per_case: dict[str, list[float]] = {}
+        for row in store.rows(past["run_id"]):
+            if row["status"] == "ok" and row["tokens"]:
+                per_case.setdefault(row["case_id"], []).append(row["energy_j"] / row["tokens"])
+        for case_id, values in per_case.items():
+            history.setdefault(case_id, []).append(float(np.median(values)))
+    carbon = run["metadata"].get("carbon") or {}
+    setting = f"{carbon.get('intensity_g_per_kwh')} g/kWh, PUE {carbon.get('pue')}"
+    return Side(run_id, samples, _hardware(run["metadata"]), run["suite_name"], history, setting)
+
+
+def side_from_benchmark_json(path: Path) -> Side:
+    """A pytest-benchmark JSON file written with the ``energy_benchmark`` fixture."""
+    try:
+        data = json.loads(path.read_text())
+        benchmarks = data["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CompareError(f"{path} is not a pytest-benchmark JSON file ({error})") from None
+    samples: dict[str, dict[str, list[float]]] = {}
+    for bench in benchmarks:
+        extra = bench.get("extra_info") or {}
+        energy = extra.get("energy_j_per_round")
+        if energy is None:
+            continue  # a plain benchmark, without energy
+        units = extra.get("units_per_round") or 1
+        durations = extra.get("duration_s_per_round") or []
+        co2e = extra.get("co2e_g_per_round") or []
+        samples[bench["fullname"]] = {
+            "energy_per_token": [e / units for e in energy],
+            "time_per_token": [d / units for d in durations],
+            "co2e_per_1k_tokens": [1000 * c / units for c in co2e],
+        }
+    if not samples:
+        raise CompareError(
+            f"{path} holds no energy measurements: write it with the energy_benchmark fixture"
+        )
+    machine = data.get("machine_info", {})
+    hardware = (machine.get("carbonbench") or {}).get("hardware") or {"cpu": machine.get("cpu")}
+    return Side(str(path), samples, hardware, None)
+
+
+def load_side(ref: str, db: str | Path) -> Side:
+    path = Path(ref)
+    if path.suffix == ".json" and path.is_file():
+        return side_from_benchmark_json(path)
+    with Store(db, create=False) as store:
+        return side_from_store(store, ref)
+
+
+def load_thresholds(path: Path | None, pyproject: Path = Path("pyproject.toml")) -> Thresholds:
+    """From ``--thresholds FILE`` (its [thresholds] table, or a suite file's), else from
+    [tool.carbonbench.thresholds] of pyproject.toml in the working directory."""
+    table: dict[str, Any] = {}
+    source = ""
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise CompareError(f"cannot read thresholds from {path}: {error}") from None
+        table, source = data.get("thresholds", {}), str(path)
+    elif pyproject.is_file():
+        data = tomllib.loads(pyproject.read_text())
+        table = data.get("tool", {}).get("carbonbench", {}).get("thresholds", {})
+        source = f"{pyproject} [tool.carbonbench.thresholds]"
+    thresholds = Thresholds()
+    for key, value in table.items():
+        if key == "case":
+            for entry in value:
+                pattern = entry.get("match")
+                if not isinstance(pattern, str):
+                    raise CompareError(f"{source}: each [[thresholds.case]] needs match = GLOB")
+                overrides = {k: _fraction(source, k, v) for k, v in entry.items() if k != "match"}
+                thresholds.cases.append((pattern, overrides))
+        else:
+            thresholds.default[key] = _fraction(source, key, value)
+    return thresholds
+
+
+def _fraction(source: str, key: str, value: Any) -> float:
+    if key not in METRICS:
+        raise CompareError(f"{source}: unknown metric {key!r}; valid: {', '.join(METRICS)}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 10:
+        raise CompareError(f"{source}: {key} must be a fraction such as 0.05, got {value!r}")
+    return float(value)
+
+
+# -- verdicts ---------------------------------------------------------------------------
+
+
+def noise_floor(history: Iterable[float]) -> float:
+    values = np.asarray(list(history), dtype=float)
+    if values.size < 3 or values.mean() == 0:
+        return 0.0
+    return NOISE_FLOOR_K * float(values.std(ddof=1) / abs(values.mean()))
+
+
+def judge(
+    baseline: list[float],
+    current: list[float],
+    threshold: float,
+    alpha: float = ALPHA,
+    exact: bool = False,
+) -> tuple[str, float | None, float | None, str]:
+    """(verdict, ratio, p-value, test used) for one metric of one case. Lower is better."""
+    if not baseline or not current:
+        return "no data", None, None, "none"
+    b, c = float(np.median(baseline)), float(np.median(current))
+    ratio = c / b if b else (math.inf if c else 1.0)
+    if exact:
+        verdict = "unchanged" if c == b else ("regression" if c > b else "improvement")
+        return verdict, ratio, None, "exact"
+    if len(baseline) < MIN_REPEATS or len(current) < MIN_REPEATS:
+        return "no data", ratio, None, f"needs >= {MIN_REPEATS} repeats per side"
+    test = "Mann-Whitney U, one-sided, against the baseline scaled by the threshold"
+    base = np.asarray(baseline, dtype=float)
+    if ratio > 1 + threshold:
+        p = float(mannwhitneyu(current, base * (1 + threshold), alternative="greater").pvalue)
+        return ("regression" if p <= alpha else "unchanged"), ratio, p, test
+    if ratio < 1 - threshold:
+        p = float(mannwhitneyu(current, base * (1 - threshold), alternative="less").pvalue)
+        return ("improvement" if p <= alpha else "unchanged"), ratio, p, test
+    return "unchanged", ratio, None, "within threshold"
+
+
+def compare(
+    baseline: Side,
+    current: Side,
+    thresholds: Thresholds | None = None,
+    *,
+    alpha: float = ALPHA,
+    allow_hardware_mismatch: bool = False,
+    metrics: Iterable[str] = METRICS,
+) -> Comparison:
+    thresholds = thresholds or Thresholds()
+    metrics = tuple(metrics)
+    if unknown := sorted(set(metrics) - set(METRICS)):
+        raise CompareError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
+    notes = []
+    if baseline.hardware != current.hardware:
+        message = f"different hardware: baseline {baseline.hardware}, current {current.hardware}"
+        if not allow_hardware_mismatch:
+            raise CompareError(message + "; pass --allow-hardware-mismatch to compare anyway")
+        notes.append(message + " (compared because --allow-hardware-mismatch was given)")
+    if baseline.suite != current.suite:
+        notes.append(f"different suites: baseline {baseline.suite!r}, current {current.suite!r}")
+    if baseline.carbon != current.carbon:
+        notes.append(
+            f"different carbon settings ({baseline.carbon} vs {current.carbon}): "
+            "co2e_per_1k_tokens moves with them, not only with the code"
+        )
+    common = [c for c in current.samples if c in baseline.samples]
+    verdicts = []
+    for case_id in common:
+        floor = noise_floor(current.history.get(case_id, []))
+        for metric in metrics:
+            b = baseline.samples[case_id].get(metric, [])
+            c = current.samples[case_id].get(metric, [])
+            if not b and not c:
+                continue
+            threshold = max(thresholds.for_case(case_id, metric), floor)
+            verdict, ratio, p, test = judge(b, c, threshold, alpha, exact=metric in EXACT)
+            verdicts.append(
+                Verdict(
+                    case_id,
+                    metric,
+                    verdict,
+                    float(np.median(b)) if b else None,
+                    float(np.median(c)) if c else None,
+                    ratio,
+                    p,
+                    threshold,
+                    test,
+                    len(b),
+                    len(c),
+                )
+            )
+    if floor_cases := [c for c in common if noise_floor(current.history.get(c, []))]:
+        notes.append(f"noise floor from history applied to {len(floor_cases)} case(s)")
+    return Comparison(
+        baseline.name,
+        current.name,
+        verdicts,
+        sorted(set(baseline.samples) - set(current.samples)),
+        sorted(set(current.samples) - set(baseline.samples)),
+        notes,
+    )
+
+
+def markdown(result: Comparison) -> str:
+    """A summary for a pull-request comment or $GITHUB_STEP_SUMMARY."""
+    lines = [
+        f"### carbonbench compare: {len(result.regressions)} regression(s)",
+        "",
+        f"Baseline `{result.baseline}`, current `{result.current}`.",
+        "",
+        "| case | metric | baseline | current | change | p | verdict |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    shown = [v for v in result.verdicts if v.verdict != "unchanged"] or result.verdicts
+    for v in shown:
+        change = f"{100 * (v.ratio - 1):+.1f}%" if v.ratio is not None else ""
+        p = f"{v.p_value:.3g}" if v.p_value is not None else ""
+        icon = {"regression": "🔴", "improvement": "🟢"}.get(v.verdict, "")
+        lines.append(
+            f"| `{v.case_id}` | {v.metric} | {_num(v.baseline)} | {_num(v.current)} | "
+            f"{change} | {p} | {icon} {v.verdict} |"
+        )
+    if result.only_baseline:
+        lines += ["", "Only in the baseline: " + ", ".join(f"`{c}`" for c in result.only_baseline)]
+    if result.only_current:
+        lines += [
+            "",
+            "Only in the current run: " + ", ".join(f"`{c}`" for c in result.only_current),
+        ]
+    if result.notes:
+        lines += ["", *[f"- {note}" for note in result.notes]]
+    lines += [
+        "",
+        "Regression: the ratio of medians beyond the threshold t, and a one-sided "
+        f"Mann-Whitney U test against the baseline scaled by (1 + t) with p <= {ALPHA}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
