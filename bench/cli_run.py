@@ -66,7 +66,12 @@ def add_run_parser(commands) -> None:
     gate.add_argument("baseline", metavar="BASELINE", help="run id, latest~N, or a .json file")
     gate.add_argument("current", metavar="CURRENT", help="run id, latest, or a .json file")
     gate.add_argument("--db", type=Path, default=DEFAULT_DB)
-    gate.add_argument("--thresholds", type=Path, metavar="FILE", help="TOML with [thresholds]")
+    gate.add_argument(
+        "--thresholds",
+        type=Path,
+        metavar="FILE",
+        help="TOML with [thresholds] (default: the suite's, then pyproject.toml's)",
+    )
     gate.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown summary")
     gate.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     gate.add_argument("--allow-hardware-mismatch", action="store_true")
@@ -215,10 +220,11 @@ def report_command(args: argparse.Namespace) -> int:
 def compare_command(args: argparse.Namespace) -> int:
     from bench.compare import ALPHA, compare, load_side, load_thresholds, markdown
 
+    current = load_side(args.current, args.db)
     result = compare(
         load_side(args.baseline, args.db),
-        load_side(args.current, args.db),
-        load_thresholds(args.thresholds),
+        current,
+        load_thresholds(args.thresholds, suite_text=current.suite_text),
         allow_hardware_mismatch=args.allow_hardware_mismatch,
         **({"metrics": args.metric} if args.metric else {}),
     )

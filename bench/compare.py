@@ -56,6 +56,7 @@ class Side:
     suite: str | None
     history: dict[str, list[float]] = field(default_factory=dict)  # case -> earlier medians
     carbon: str | None = None  # intensity and PUE, to tell settings changes from code changes
+    suite_text: str | None = None  # its [thresholds], if any, apply
 
 
 @dataclass
@@ -154,7 +155,15 @@ def side_from_store(store: Store, ref: str) -> Side:
             history.setdefault(case_id, []).append(float(np.median(values)))
     carbon = run["metadata"].get("carbon") or {}
     setting = f"{carbon.get('intensity_g_per_kwh')} g/kWh, PUE {carbon.get('pue')}"
-    return Side(run_id, samples, _hardware(run["metadata"]), run["suite_name"], history, setting)
+    return Side(
+        run_id,
+        samples,
+        _hardware(run["metadata"]),
+        run["suite_name"],
+        history,
+        setting,
+        run["suite_text"],
+    )
 
 
 def side_from_benchmark_json(path: Path) -> Side:
@@ -195,17 +204,25 @@ def load_side(ref: str, db: str | Path) -> Side:
         return side_from_store(store, ref)
 
 
-def load_thresholds(path: Path | None, pyproject: Path = Path("pyproject.toml")) -> Thresholds:
-    """From ``--thresholds FILE`` (its [thresholds] table, or a suite file's), else from
-    [tool.carbonbench.thresholds] of pyproject.toml in the working directory."""
+def load_thresholds(
+    path: Path | None,
+    pyproject: Path = Path("pyproject.toml"),
+    suite_text: str | None = None,
+) -> Thresholds:
+    """The first that exists: ``--thresholds FILE`` (its [thresholds] table; a suite file
+    works), the [thresholds] of the current run's suite, [tool.carbonbench.thresholds] of
+    pyproject.toml in the working directory."""
     table: dict[str, Any] = {}
     source = ""
+    suite_table = tomllib.loads(suite_text).get("thresholds") if suite_text else None
     if path is not None:
         try:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise CompareError(f"cannot read thresholds from {path}: {error}") from None
         table, source = data.get("thresholds", {}), str(path)
+    elif suite_table is not None:
+        table, source = suite_table, "the suite's [thresholds]"
     elif pyproject.is_file():
         data = tomllib.loads(pyproject.read_text())
         table = data.get("tool", {}).get("carbonbench", {}).get("thresholds", {})

@@ -37,6 +37,9 @@ max_seconds = 600
 [carbon]                       # optional: one of intensity, country, cloud; and pue
 country = "FRA"
 pue = 1.2
+
+[thresholds]                   # optional: the regression gate's (see bench/compare.py)
+energy_per_token = 0.05
 ```
 """
 
@@ -55,6 +58,8 @@ from models import ARCHITECTURES, IMPLS, SIZES
 
 SUITE_PHASES = (*[p for p in PHASES if p not in ("prefill", "decode")], "generate")
 BUILTIN = ("smoke", "nightly")
+# [thresholds] belongs to the regression gate (bench.compare), which reads it from the suite
+TABLES = ("suite", "matrix", "measure", "target", "carbon", "thresholds")
 
 
 class SuiteError(ValueError):
@@ -212,10 +217,8 @@ def parse(text: str, source: str) -> Suite:
     except tomllib.TOMLDecodeError as error:
         raise SuiteError(f"{source}: not valid TOML ({error})") from None
     for key in data:
-        if key not in ("suite", "matrix", "measure", "target", "carbon"):
-            raise SuiteError(
-                f"{source}: unknown table [{key}]; valid: suite, matrix, measure, target, carbon"
-            )
+        if key not in TABLES:
+            raise SuiteError(f"{source}: unknown table [{key}]; valid: {', '.join(TABLES)}")
     header = data.get("suite", {})
     name = header.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:

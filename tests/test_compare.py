@@ -118,6 +118,8 @@ def test_thresholds_per_metric_and_case_glob(tmp_path) -> None:
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text("[tool.carbonbench.thresholds]\ntime_per_token = 0.1\n")
     assert load_thresholds(None, pyproject).for_case("any", "time_per_token") == 0.1
+    suite = "[matrix]\narch = ['gpt']\n[thresholds]\nparams = 0.0\n"
+    assert load_thresholds(None, pyproject, suite).for_case("any", "params") == 0.0
     path.write_text("[thresholds]\njoules = 0.1\n")
     with pytest.raises(CompareError, match="unknown metric 'joules'"):
         load_thresholds(path)
