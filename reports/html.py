@@ -15,7 +15,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from bench import __version__
-from bench.carbon import J_PER_KWH, equivalents
+from bench.carbon import J_PER_KWH, CarbonSettings, Intensity, equivalents
+from bench.estimate import from_measurement
 from reports import figures
 from reports.data import ReportData, energy_by_method, load
 
@@ -113,6 +114,45 @@ def _case_table(cases) -> list[dict[str, str]]:
     return table
 
 
+PROJECTED_PARAMS, PROJECTED_TOKENS = 1e9, 2e10  # 1 B parameters on 20 tokens per parameter
+
+
+def _projection(run: dict[str, Any], rows) -> list[dict[str, str]]:
+    """Per architecture trained in the run: its measured joules per FLOP, scaled to one
+    reference job (6ND FLOPs), with the measurement's interval."""
+    carbon_meta = run["metadata"].get("carbon") or {}
+    if "intensity_g_per_kwh" not in carbon_meta:
+        return []
+    carbon = CarbonSettings(
+        Intensity(carbon_meta["intensity_g_per_kwh"], carbon_meta["source"]), carbon_meta["pue"]
+    )
+    train = rows[(rows["phase"] == "train") & (rows["flops"] > 0)]
+    out = []
+    for (arch, device, dtype), group in train.groupby(["arch", "device", "dtype"], sort=False):
+        estimate = from_measurement(
+            carbon,
+            joules_per_flop=(group["energy_j"] / group["flops"]).tolist(),
+            flops=6 * PROJECTED_PARAMS * PROJECTED_TOKENS,
+            flops_source="6 N D",
+            run=run["run_id"],
+            arch=arch,
+            device=device,
+            dtype=dtype,
+        )
+        low, high = estimate.energy_kwh_range or (estimate.energy_kwh, estimate.energy_kwh)
+        out.append(
+            {
+                "arch": arch,
+                "where": f"{device} · {dtype}",
+                "j_per_tflop": _fmt(estimate.inputs["joules_per_flop"] * 1e12),
+                "kwh": f"{estimate.energy_kwh:,.0f}",
+                "range": f"{low:,.0f} to {high:,.0f}",
+                "co2e_t": _fmt(estimate.co2e_kg / 1000),
+            }
+        )
+    return out
+
+
 def _provenance(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for run in runs:
@@ -207,6 +247,7 @@ def render(
             cases=_case_table(latest),
             divs=divs,
             provenance=_provenance(data.runs),
+            projection=_projection(data.latest, latest_rows),
             fmt=_fmt,
         )
     )

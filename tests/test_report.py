@@ -57,6 +57,7 @@ def test_report_is_self_contained_and_escaped(store_path, tmp_path) -> None:
     ):
         assert f"<h2>{section}</h2>" in html
     assert "France grid average" in html and "modelled" in html
+    assert "<h2>Projection</h2>" in html and "1 B parameters on 20 B tokens" in html
     assert out.bytes < 6e6
 
 
