@@ -45,6 +45,12 @@ def add_run_parser(commands) -> None:
     run.add_argument("--corpus", help="train on this text file (byte-level tokens, vocab 256)")
     run.add_argument("--cpu-tdp", type=float, metavar="W", help="CPU TDP for the CPU model")
     add_carbon_arguments(run)
+    run.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with DistributedDataParallel over N processes on this host",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(handler=run_command)
 
@@ -144,6 +150,23 @@ def run_command(args: argparse.Namespace) -> int:
         pue=args.pue if args.pue is not None else c.pue,
     )
     console = Console(stderr=args.json)
+    from bench.distributed import launch, run_rank, topology_from_env, training_only
+
+    topology = topology_from_env()
+    if args.nproc is not None or topology is not None:
+        from bench.runner import RunOptions
+
+        suite = training_only(suite)
+        if not suite.cases:
+            raise ValueError(f"suite {suite.name!r} has no train case to run distributed")
+        options = RunOptions(label=args.label, corpus=args.corpus)
+        if topology is not None:  # under torchrun: this is one rank
+            run_id, _ = run_rank(suite, str(args.db), carbon, options, cpu_tdp_w=args.cpu_tdp)
+            if topology.rank != 0:
+                return 0
+        else:
+            run_id = launch(args.nproc, suite, str(args.db), carbon, options, args.cpu_tdp)
+        return _print_stored(console, args, run_id, carbon)
     store = Store(args.db)
     uses_gpu = any(case.device.startswith("cuda") for case in suite.cases)
     detection = detect_sensors(gpu=uses_gpu, cpu_tdp_w=args.cpu_tdp)
@@ -185,6 +208,21 @@ def run_command(args: argparse.Namespace) -> int:
     summary = summarise(runner.rows)
     result = {"run_id": runner.run_id, "status": status, "db": str(store.path), "cases": summary}
     store.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_summary(console, result, carbon)
+    return 0 if status == "ok" else 1
+
+
+def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:
+    """The summary of a run from its stored rows (a distributed run's rank 0 wrote them)."""
+    from bench.runner import summarise
+
+    with Store(args.db, create=False) as store:
+        rows = store.rows(run_id)
+        status = next(r["status"] for r in store.runs() if r["run_id"] == run_id)
+    result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": summarise(rows)}
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -34,7 +34,7 @@ from bench.sensors import NvmlSensor
 from bench.stats import relative_half_width
 from bench.store import ResultRow, Store
 from bench.suite import Case, Suite
-from bench.workloads import Workload, make_workload
+from bench.workloads import Work, Workload, make_workload
 from models import build, count_parameters
 
 TIMELINE_POINTS = 200
@@ -165,7 +165,7 @@ class Runner:
     def __init__(
         self,
         suite: Suite,
-        store: Store,
+        store: Store | None,
         meter: EnergyMeter,
         carbon: CarbonSettings,
         options: RunOptions | None = None,
@@ -175,23 +175,50 @@ class Runner:
         self.options = options or RunOptions()
         self.on_event = on_event or (lambda kind, info: None)
         self.interrupt = _Interrupt()
-        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        self.run_id = self.new_run_id()
         self.rows: list[ResultRow] = []
+
+    # -- the run --------------------------------------------------------------------------
+
+    @staticmethod
+    def new_run_id() -> str:
+        return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+    # -- hooks a distributed runner overrides --------------------------------------------
+
+    rank, world_size = 0, 1
+
+    def _device_for(self, case: Case) -> torch.device:
+        return _device(case.device)
+
+    def _prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
+        """The module a step calls, when not the model itself."""
+        return None
+
+    def _scale(self, work: Work) -> Work:
+        """The work of one step of the whole job."""
+        return work
+
+    def _agree(self, steps: int) -> int:
+        """Steps per window, the same for every process."""
+        return steps
+
+    def _skip(self, case: Case) -> str | None:
+        """Why this runner cannot measure a case, if it cannot."""
+        return None
+
+    @contextmanager
+    def _window(self, name: str) -> Iterator[Measurement]:
+        with self.meter.window(name) as m:
+            yield m
 
     # -- the run --------------------------------------------------------------------------
 
     def run(self) -> str:
         """Measure every case; returns the run's status (ok, failed or interrupted)."""
         suite = self.suite
-        self.store.begin_run(
-            self.run_id,
-            label=self.options.label,
-            suite_name=suite.name,
-            suite_source=suite.source,
-            suite_text=suite.text,
-            started_at=_now(),
-            metadata=run_metadata(self.meter, self.carbon),
-        )
+        if self.store is not None:
+            self._begin()
         status = "ok"
         try:
             with self.interrupt.installed():
@@ -213,16 +240,33 @@ class Runner:
             status = "failed"  # e.g. the store could not be written: say so, then raise
             raise
         finally:
-            metadata = run_metadata(self.meter, self.carbon)
-            metadata["idle_w"] = self.meter.idle_w
-            metadata["skipped"] = list(suite.skipped)
-            metadata["sampler"] = {
-                "interval_s": self.meter.interval_s,
-                "reads": self.meter.sampler_reads,
-                "cpu_s": self.meter.sampler_cpu_s,
-            }
-            self.store.end_run(self.run_id, status, _now(), metadata)
+            if self.store is not None:
+                self._end(status)
         return status
+
+    def _begin(self) -> None:
+        suite = self.suite
+        self.store.begin_run(
+            self.run_id,
+            label=self.options.label,
+            suite_name=suite.name,
+            suite_source=suite.source,
+            suite_text=suite.text,
+            started_at=_now(),
+            metadata=run_metadata(self.meter, self.carbon) | {"world_size": self.world_size},
+        )
+
+    def _end(self, status: str) -> None:
+        metadata = run_metadata(self.meter, self.carbon)
+        metadata["world_size"] = self.world_size
+        metadata["idle_w"] = self.meter.idle_w
+        metadata["skipped"] = list(self.suite.skipped)
+        metadata["sampler"] = {
+            "interval_s": self.meter.interval_s,
+            "reads": self.meter.sampler_reads,
+            "cpu_s": self.meter.sampler_cpu_s,
+        }
+        self.store.end_run(self.run_id, status, _now(), metadata)
 
     def _row(self, case: Case, repeat: int, **values: Any) -> ResultRow:
         return ResultRow(
@@ -236,10 +280,13 @@ class Runner:
             intensity_year=self.carbon.intensity.year,
             intensity_region=self.carbon.intensity.region,
             created_at=_now(),
+            world_size=self.world_size,
             **values,
         )
 
     def _save(self, row: ResultRow) -> None:
+        if self.store is None:  # a distributed run's other processes: rank 0 writes
+            return
         self.store.add_row(row)
         self.rows.append(row)
         self.on_event("row", {"row": row})
@@ -249,7 +296,9 @@ class Runner:
         started = time.perf_counter()
         params = None
         try:
-            device = _device(case.device)
+            if (reason := self._skip(case)) is not None:
+                raise CaseFailed(reason)
+            device = self._device_for(case)
             torch.manual_seed(self.options.seed)
             model = build(case.arch, case.size, case.impl).to(device)
             params = count_parameters(model)
@@ -263,8 +312,11 @@ class Runner:
                 dtype=case.dtype,
                 corpus=self.options.corpus,
                 new_tokens=new_tokens,
-                seed=self.options.seed,
+                seed=self.options.seed
+                + self.rank,  # each process of a distributed run its own data
+                forward=self._prepare(model, device),
             )
+            workload.work = self._scale(workload.work)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             if case.phase == "train-to-target":
@@ -337,11 +389,12 @@ class Runner:
 
     def _repeats(self, case, workload: Workload, device, params, started) -> None:
         measure = self.suite.measure
-        with self.meter.window(f"{case.case_id}/warmup") as warm:
+        with self._window(f"{case.case_id}/warmup") as warm:
             warm_steps = max(1, measure.warmup_steps)
             self._finite_loss(self._steps(workload, warm_steps, device, started))
         step_s = warm.duration_s / warm_steps
         steps = max(1, math.ceil(measure.min_window_s / step_s)) if step_s > 0 else 1
+        steps = self._agree(steps)
         warmup = {
             "steps": warm_steps,
             "duration_s": warm.duration_s,
@@ -351,7 +404,7 @@ class Runner:
         per_token: list[float] = []
         repeat = 0
         while True:
-            with self.meter.window(f"{case.case_id}/r{repeat}") as m:
+            with self._window(f"{case.case_id}/r{repeat}") as m:
                 losses = self._steps(workload, steps, device, started)
             loss = self._finite_loss(losses)
             extra = {"warmup": warmup} if repeat == 0 else {}
@@ -379,7 +432,7 @@ class Runner:
         goal = target_loss(workload.entropy_rate, t.loss_factor, t.loss)
         assert workload.evaluate is not None
         steps, reached, val = 0, False, math.inf
-        with self.meter.window(f"{case.case_id}/to-target") as m:
+        with self._window(f"{case.case_id}/to-target") as m:
             losses = []
             while steps < t.max_steps and time.perf_counter() - started < t.max_seconds:
                 losses += self._steps(workload, 1, device, started)

@@ -103,8 +103,13 @@ def make_workload(
     new_tokens: int = 32,
     lr: float = 3e-4,
     seed: int = 0,
+    forward: nn.Module | None = None,
 ) -> Workload:
-    """One step of ``phase`` for ``model`` (already on ``device``) and its work."""
+    """One step of ``phase`` for ``model`` (already on ``device``) and its work.
+
+    ``forward`` is the module to call when it is not the model itself (a
+    DistributedDataParallel wrapper, whose calls synchronise gradients)."""
+    net = forward if forward is not None else model
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if not supports(model.arch, phase):
@@ -124,7 +129,7 @@ def make_workload(
         def infer() -> None:
             inputs = next(pool).inputs
             with torch.inference_mode(), autocast:
-                model(*inputs)
+                net(*inputs)
 
         model.eval()
         return Workload(phase, infer, Work(batch, batch * seq_len, flops.forward, src_tokens))
@@ -144,7 +149,7 @@ def make_workload(
         b = next_batch()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            logits = model(*b.inputs)
+            logits = net(*b.inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), b.targets.flatten())
         loss.backward()
         optimizer.step()
@@ -157,7 +162,7 @@ def make_workload(
         losses = []
         with torch.inference_mode(), autocast:
             for b in held_out:
-                logits = model(*b.inputs)
+                logits = net(*b.inputs)
                 losses.append(F.cross_entropy(logits.float().flatten(0, 1), b.targets.flatten()))
         model.train()
         return float(torch.stack(losses).mean())

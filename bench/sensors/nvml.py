@@ -87,14 +87,16 @@ class _Gpu:
 class NvmlSensor(Sensor):
     source = "nvml"
 
-    def __init__(self, visible: str | None = None) -> None:
+    def __init__(self, visible: str | None = None, first_index: int = 0) -> None:
+        """``visible``: as CUDA_VISIBLE_DEVICES (default: that variable). ``first_index``: the
+        torch index of the first GPU listed (a distributed rank measuring only its own GPU)."""
         super().__init__()
         self._nvml = nvml = _load_nvml()
         if visible is None:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._gpus: list[_Gpu] = []
         for position, (index, handle) in enumerate(visible_handles(nvml, visible)):
-            self._gpus.append(self._probe(f"gpu:{position}", index, handle))
+            self._gpus.append(self._probe(f"gpu:{first_index + position}", index, handle))
         if not self._gpus:
             nvml.nvmlShutdown()
             raise SensorUnavailable(

@@ -1,0 +1,241 @@
+"""Distributed training measurement: DistributedDataParallel over N processes.
+
+Launch with ``carbonbench run --nproc N`` (processes on this host), or start ``carbonbench
+run`` under torchrun on each host. Backend gloo on CPU, nccl on GPUs. Each rank measures its
+own GPU; the host's domains (RAPL, modelled CPU and RAM) are measured once per host, by its
+local rank 0, never once per rank. Window edges are synchronised with barriers; rank 0
+gathers every rank's measurement over torch.distributed and writes one row per window with
+``world_size`` and the per-rank detail, so rows from every host land in rank 0's store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from bench.carbon import CarbonSettings
+from bench.meter import EnergyMeter, Measurement
+from bench.runner import Runner, RunOptions, _device
+from bench.sensors import NvmlSensor, Sensor, SensorUnavailable, detect_sensors
+from bench.store import ResultRow, Store
+from bench.suite import Case, Suite
+from bench.workloads import Work
+
+SKIP = "distributed runs measure phase train only, not {phase}"
+
+
+def training_only(suite: Suite) -> Suite:
+    """The suite's train cases; the others are listed as skipped, with the reason."""
+    others = [c for c in suite.cases if c.phase != "train"]
+    return dataclasses.replace(
+        suite,
+        cases=tuple(c for c in suite.cases if c.phase == "train"),
+        skipped=suite.skipped + tuple(f"{c.case_id}: {SKIP.format(phase=c.phase)}" for c in others),
+    )
+
+
+@dataclass(frozen=True)
+class Topology:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    host: str
+
+
+def topology_from_env() -> Topology | None:
+    """The process's place in a torchrun (or --nproc) job; None outside one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    world = int(os.environ["WORLD_SIZE"])
+    return Topology(
+        rank=int(os.environ["RANK"]),
+        world_size=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world)),
+        host=socket.gethostname(),
+    )
+
+
+class DistributedRunner(Runner):
+    def __init__(self, *args: Any, topology: Topology, run_id: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.topology = topology
+        self.rank, self.world_size = topology.rank, topology.world_size
+        self.run_id = run_id
+        self._ranks: list[dict[str, Any]] = []
+
+    def _device_for(self, case: Case) -> torch.device:
+        device = _device(case.device)
+        if device.type == "cuda":
+            return torch.device("cuda", self.topology.local_rank)
+        return device
+
+    def _prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def _scale(self, work: Work) -> Work:
+        w = self.world_size
+        return dataclasses.replace(
+            work,
+            samples=work.samples * w,
+            tokens=work.tokens * w,
+            src_tokens=work.src_tokens * w,
+            flops=work.flops * w,
+        )
+
+    def _agree(self, steps: int) -> int:
+        agreed = torch.tensor([steps])
+        dist.broadcast(agreed, src=0)
+        return int(agreed.item())
+
+    def _skip(self, case: Case) -> str | None:
+        if case.phase != "train":
+            return SKIP.format(phase=case.phase)
+        return None
+
+    @contextmanager
+    def _window(self, name: str) -> Iterator[Measurement]:
+        merged = Measurement(name)
+        dist.barrier()
+        with self.meter.window(name) as mine:
+            yield merged
+            dist.barrier()  # every rank has finished its steps: end the window together
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, {"rank": self.rank, "host": self.topology.host, "m": mine})
+        self._merge(merged, parts)
+
+    def _merge(self, merged: Measurement, parts: list[dict[str, Any]]) -> None:
+        """One measurement of the job: every rank's domains (host-prefixed when the job spans
+        hosts), the longest duration, rank 0's timeline."""
+        hosts = {p["host"] for p in parts}
+
+        def key(part: dict[str, Any], domain: str) -> str:
+            return domain if len(hosts) == 1 else f"{part['host']}/{domain}"
+
+        first: Measurement = parts[0]["m"]
+        for name in ("started_at", "timeline", "samples", "constants"):
+            setattr(merged, name, getattr(first, name))
+        merged.duration_s = max(p["m"].duration_s for p in parts)
+        idle = all(p["m"].idle_w is not None for p in parts)
+        merged.idle_w = {} if idle else None
+        for part in parts:
+            m: Measurement = part["m"]
+            for domain, joules in m.energy_j.items():
+                merged.energy_j[key(part, domain)] = joules
+                merged.method[key(part, domain)] = m.method[domain]
+                merged.additive[key(part, domain)] = m.additive[domain]
+                if merged.idle_w is not None and m.idle_w is not None:
+                    merged.idle_w[key(part, domain)] = m.idle_w.get(domain, 0.0)
+            merged.diagnostics += [f"rank {part['rank']}: {d}" for d in m.diagnostics]
+        merged.complete = True
+        self._ranks = [
+            {
+                "rank": p["rank"],
+                "host": p["host"],
+                "duration_s": p["m"].duration_s,
+                "energy_j": p["m"].energy_j,
+                "method": p["m"].method,
+            }
+            for p in parts
+        ]
+
+    def _measured_row(self, *args: Any, **kwargs: Any) -> ResultRow:
+        row = super()._measured_row(*args, **kwargs)
+        row.extra["ranks"] = self._ranks
+        return row
+
+
+def _sensors(topology: Topology, uses_gpu: bool, cpu_tdp_w: float | None) -> list[Sensor]:
+    """This rank's share: its own GPU; the host's domains on local rank 0 only."""
+    sensors: list[Sensor] = []
+    if uses_gpu:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        entry = visible.split(",")[topology.local_rank] if visible else str(topology.local_rank)
+        with contextlib.suppress(SensorUnavailable):  # then no GPU domain: visible in the rows
+            sensors.append(NvmlSensor(visible=entry, first_index=topology.local_rank))
+    if topology.local_rank == 0:
+        sensors += detect_sensors(gpu=False, cpu_tdp_w=cpu_tdp_w).sensors
+    return sensors
+
+
+def run_rank(
+    suite: Suite,
+    db: str,
+    carbon: CarbonSettings,
+    options: RunOptions,
+    run_id: str | None = None,
+    cpu_tdp_w: float | None = None,
+) -> tuple[str, str]:
+    """This process's part of a distributed run; returns (run id, status)."""
+    topology = topology_from_env()
+    if topology is None:
+        raise ValueError("not inside a distributed job: launch with --nproc N or torchrun")
+    uses_gpu = any(c.device.startswith("cuda") for c in suite.cases)
+    backend = "nccl" if uses_gpu else "gloo"
+    timeout = timedelta(seconds=suite.measure.case_timeout_s + 120)
+    dist.init_process_group(backend, timeout=timeout)
+    try:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // topology.local_world_size))
+        ids = [run_id or Runner.new_run_id()]
+        dist.broadcast_object_list(ids, src=0)
+        store = Store(db) if topology.rank == 0 else None
+        with EnergyMeter(_sensors(topology, uses_gpu, cpu_tdp_w), suite.measure.interval_s) as m:
+            runner = DistributedRunner(
+                suite, store, m, carbon, options, topology=topology, run_id=ids[0]
+            )
+            status = runner.run()
+        if store is not None:
+            store.close()
+        return ids[0], status
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawned(local_rank: int, nproc: int, port: int, args: tuple) -> None:
+    os.environ.update(
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(nproc),
+        LOCAL_WORLD_SIZE=str(nproc),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    run_rank(*args)
+
+
+def launch(
+    nproc: int,
+    suite: Suite,
+    db: str,
+    carbon: CarbonSettings,
+    options: RunOptions,
+    cpu_tdp_w: float | None = None,
+) -> str:
+    """Run ``nproc`` processes on this host; returns the run id."""
+    if nproc < 2:
+        raise ValueError(f"--nproc must be at least 2, got {nproc}")
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_id = Runner.new_run_id()
+    mp.spawn(
+        _spawned,
+        args=(nproc, port, (suite, db, carbon, options, run_id, cpu_tdp_w)),
+        nprocs=nproc,
+        join=True,
+    )
+    return run_id
