@@ -18,7 +18,8 @@ from bench.compare import (
     markdown,
     noise_floor,
 )
-from bench.store import ResultRow, Store
+from bench.store import Store
+from tests.rows import row
 
 HARDWARE = {"cpu": "Test CPU", "gpus": ["H100"]}
 
@@ -142,18 +143,9 @@ def _store_run(store: Store, run_id: str, energy: float, flops: int = 1000, cpu:
     )
     for repeat, noise in enumerate((0.99, 1.0, 1.01, 1.0, 0.995)):
         store.add_row(
-            ResultRow(
-                run_id=run_id,
-                case_id="gpt/tiny",
-                repeat=repeat,
-                arch="gpt",
-                size="tiny",
-                impl="fused",
-                phase="train",
-                device="cpu",
-                dtype="float32",
-                batch=1,
-                seq_len=8,
+            row(
+                run_id,
+                repeat,
                 steps=10,
                 tokens=80,
                 flops=10 * flops,

@@ -9,6 +9,7 @@ import pytest
 
 from bench.store import APPLICATION_ID, ResultRow, Store, StoreError
 from bench.suite import SuiteError, load, narrow, parse
+from tests.rows import row
 
 MINIMAL = """
 [matrix]
@@ -70,18 +71,11 @@ def test_unknown_suite_name() -> None:
 
 
 def _row(run_id: str, repeat: int = 0) -> ResultRow:
-    return ResultRow(
-        run_id=run_id,
+    return row(
+        run_id,
+        repeat,
         case_id="gpt/x",
-        repeat=repeat,
-        arch="gpt",
-        size="tiny",
-        impl="fused",
-        phase="train",
-        device="cpu",
-        dtype="float32",
         batch=2,
-        seq_len=8,
         tokens=16,
         energy_j=1.5,
         energy_by_domain={"cpu:modelled": 1.5},
