@@ -146,7 +146,8 @@ def test_modelled_cpu_follows_utilisation_for_real() -> None:
     expected = (10.0 + 90.0 * utilisation) * m.duration_s
     assert m.method == {"cpu:modelled": "modelled"}
     assert m.energy_j["cpu:modelled"] == pytest.approx(expected, rel=0.15)
-    assert 10.0 * m.duration_s < m.energy_j["cpu:modelled"] < 100.0 * m.duration_s
+    # the model's bounds, P_idle and P_max, both reachable (a machine busy elsewhere hits P_max)
+    assert 10.0 * m.duration_s <= m.energy_j["cpu:modelled"] <= 100.0 * m.duration_s * (1 + 1e-9)
     assert max(m.timeline.watts["cpu:modelled"]) > 30.0  # one busy core of two or more
 
 
