@@ -15,7 +15,7 @@ from rich.text import Text
 
 from bench.carbon import resolve
 from bench.cli_analysis import add_analysis_parsers, add_carbon_arguments
-from bench.store import DEFAULT_DB, Store
+from bench.store import DEFAULT_DB, JSON_COLUMNS, Store
 
 FILTERS = ("arch", "phase", "size", "device", "impl", "dtype")  # narrow a suite's matrix
 
@@ -272,7 +272,7 @@ def export_command(args: argparse.Namespace) -> int:
             print(text)
         return 0
     frame = pd.DataFrame(rows)
-    for column in ("energy_by_domain", "method_by_domain", "idle_w", "timeline", "extra"):
+    for column in JSON_COLUMNS:
         if column in frame:
             frame[column] = frame[column].map(json.dumps)
     if args.format == "csv":

@@ -377,6 +377,7 @@ class Runner:
             energy_j=energy,
             energy_by_domain=m.energy_j,
             method_by_domain=m.method,
+            additive_by_domain=m.additive,
             idle_w=m.idle_w,
             dynamic_energy_j=m.total_dynamic_energy_j,
             loss=loss,

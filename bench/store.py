@@ -54,6 +54,7 @@ class ResultRow:
     energy_j: float = 0.0  # sum over the domains that add up
     energy_by_domain: dict[str, float] = field(default_factory=dict)
     method_by_domain: dict[str, str] = field(default_factory=dict)
+    additive_by_domain: dict[str, bool] = field(default_factory=dict)  # False: overlaps others
     idle_w: dict[str, float] | None = None
     dynamic_energy_j: float | None = None
     loss: float | None = None
@@ -73,7 +74,14 @@ class ResultRow:
     created_at: str = ""
 
 
-JSON_COLUMNS = {"energy_by_domain", "method_by_domain", "idle_w", "timeline", "extra"}
+JSON_COLUMNS = {
+    "energy_by_domain",
+    "method_by_domain",
+    "additive_by_domain",
+    "idle_w",
+    "timeline",
+    "extra",
+}
 _SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}  # else JSON text
 
 

@@ -35,10 +35,6 @@ def select_runs(store: Store, refs: list[str] | None, last: int | None) -> list[
     return runs[-(last or 1) :]
 
 
-def _is_modelled(domain: str) -> bool:
-    return domain.endswith(":modelled")
-
-
 def summarise_cases(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (run, case): medians over repeats with 95% bootstrap intervals, and the work."""
     out = []
@@ -95,12 +91,13 @@ def load(db: str | Path, refs: list[str] | None = None, last: int | None = None)
 
 
 def energy_by_method(rows: pd.DataFrame) -> dict[str, float]:
-    """Joules per measurement method over all rows (additive domains only)."""
+    """Joules per measurement method over all rows, domains that overlap others left out."""
     totals: dict[str, float] = {}
-    for energy, methods in zip(rows["energy_by_domain"], rows["method_by_domain"], strict=True):
-        for domain, joules in energy.items():
-            if domain == "cpu:psys":
+    for _, row in rows.iterrows():
+        additive = row["additive_by_domain"] or {}
+        for domain, joules in row["energy_by_domain"].items():
+            if not additive.get(domain, True):
                 continue
-            method = methods.get(domain, "modelled" if _is_modelled(domain) else "counter")
+            method = row["method_by_domain"].get(domain, "modelled")
             totals[method] = totals.get(method, 0.0) + joules
     return totals

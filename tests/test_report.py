@@ -152,3 +152,33 @@ def test_report_renders_in_headless_chromium(store_path, tmp_path) -> None:
     keep = os.environ.get("CARBONBENCH_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, Path(keep) / "report.png")
+
+
+def test_energy_by_method_leaves_overlapping_domains_out() -> None:
+    import pandas as pd
+
+    from reports.data import energy_by_method
+
+    rows = pd.DataFrame(
+        [
+            {
+                "energy_by_domain": {"cpu:package-0": 30.0, "cpu:psys": 90.0, "ram:modelled": 2.0},
+                "method_by_domain": {
+                    "cpu:package-0": "counter",
+                    "cpu:psys": "counter",
+                    "ram:modelled": "modelled",
+                },
+                "additive_by_domain": {
+                    "cpu:package-0": True,
+                    "cpu:psys": False,
+                    "ram:modelled": True,
+                },
+            },
+            {
+                "energy_by_domain": {"gpu:0": 100.0},
+                "method_by_domain": {"gpu:0": "power-sampled"},
+                "additive_by_domain": {"gpu:0": True},
+            },
+        ]
+    )
+    assert energy_by_method(rows) == {"counter": 30.0, "modelled": 2.0, "power-sampled": 100.0}
