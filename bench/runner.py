@@ -203,10 +203,6 @@ class Runner:
         """Steps per window, the same for every process."""
         return steps
 
-    def _skip(self, case: Case) -> str | None:
-        """Why this runner cannot measure a case, if it cannot."""
-        return None
-
     @contextmanager
     def _window(self, name: str) -> Iterator[Measurement]:
         with self.meter.window(name) as m:
@@ -296,8 +292,6 @@ class Runner:
         started = time.perf_counter()
         params = None
         try:
-            if (reason := self._skip(case)) is not None:
-                raise CaseFailed(reason)
             device = self._device_for(case)
             torch.manual_seed(self.options.seed)
             model = build(case.arch, case.size, case.impl).to(device)
