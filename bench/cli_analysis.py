@@ -112,13 +112,15 @@ def compare_command(args: argparse.Namespace) -> int:
             f"one-sided Mann-Whitney U against the baseline x (1 + t), p <= {ALPHA}",
             highlight=False,
         )
+        for case, error in result.failed.items():
+            console.print(f"[bold red]failing now[/] {case}: {error}", highlight=False)
         for case in result.only_baseline:
             console.print(f"only in the baseline: {case}", highlight=False)
         for case in result.only_current:
             console.print(f"only in the current run: {case}", highlight=False)
         for note in result.notes:
             console.print(f"[yellow]note[/] {note}", highlight=False)
-    return 1 if result.regressions else 0
+    return 0 if result.passed else 1
 
 
 def estimate_command(args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ class Side:
     history: dict[str, list[float]] = field(default_factory=dict)  # case -> earlier medians
     carbon: str | None = None  # intensity and PUE, to tell settings changes from code changes
     suite_text: str | None = None  # its [thresholds], if any, apply
+    failed: dict[str, str] = field(default_factory=dict)  # case -> error, no repeat measured
 
 
 @dataclass
@@ -95,10 +96,16 @@ class Comparison:
     only_baseline: list[str]
     only_current: list[str]
     notes: list[str]
+    failed: dict[str, str] = field(default_factory=dict)  # measured in the baseline, not now
 
     @property
     def regressions(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.verdict == "regression"]
+
+    @property
+    def passed(self) -> bool:
+        """The gate: no regression, and no case that the baseline measured failing now."""
+        return not self.regressions and not self.failed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +115,8 @@ class Comparison:
             "verdicts": [asdict(v) for v in self.verdicts],
             "only_in_baseline": self.only_baseline,
             "only_in_current": self.only_current,
+            "failed_in_current": self.failed,
+            "passed": self.passed,
             "notes": self.notes,
         }
 
@@ -139,8 +148,10 @@ def side_from_store(store: Store, ref: str) -> Side:
     runs = store.runs()
     run = next(r for r in runs if r["run_id"] == run_id)
     samples: dict[str, dict[str, list[float]]] = {}
+    errors: dict[str, str] = {}
     for row in store.rows(run_id):
         if row["status"] != "ok":
+            errors.setdefault(row["case_id"], row["error"] or "failed")
             continue
         for metric, value in _row_metrics(row).items():
             samples.setdefault(row["case_id"], {}).setdefault(metric, []).append(value)
@@ -163,6 +174,7 @@ def side_from_store(store: Store, ref: str) -> Side:
         history,
         setting,
         run["suite_text"],
+        {case: error for case, error in errors.items() if case not in samples},
     )
 
 
@@ -341,27 +353,33 @@ def compare(
             )
     if floor_cases := [c for c in common if noise_floor(current.history.get(c, []))]:
         notes.append(f"noise floor from history applied to {len(floor_cases)} case(s)")
+    failed = {c: e for c, e in sorted(current.failed.items()) if c in baseline.samples}
     return Comparison(
         baseline.name,
         current.name,
         verdicts,
-        sorted(set(baseline.samples) - set(current.samples)),
+        sorted(set(baseline.samples) - set(current.samples) - set(failed)),
         sorted(set(current.samples) - set(baseline.samples)),
         notes,
+        failed,
     )
 
 
 def markdown(result: Comparison) -> str:
     """A summary for a pull-request comment or $GITHUB_STEP_SUMMARY."""
     lines = [
-        f"### carbonbench compare: {len(result.regressions)} regression(s)",
+        f"### carbonbench compare: {len(result.regressions)} regression(s)"
+        + (f", {len(result.failed)} case(s) failing" if result.failed else ""),
         "",
         f"Baseline `{result.baseline}`, current `{result.current}`.",
-        "",
-        "| case | metric | baseline | current | change | p | verdict |",
-        "|---|---|---:|---:|---:|---:|---|",
     ]
     shown = [v for v in result.verdicts if v.verdict != "unchanged"] or result.verdicts
+    if shown:
+        lines += [
+            "",
+            "| case | metric | baseline | current | change | p | verdict |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
     for v in shown:
         change = f"{100 * (v.ratio - 1):+.1f}%" if v.ratio is not None else ""
         p = f"{v.p_value:.3g}" if v.p_value is not None else ""
@@ -370,6 +388,9 @@ def markdown(result: Comparison) -> str:
             f"| `{v.case_id}` | {v.metric} | {_num(v.baseline)} | {_num(v.current)} | "
             f"{change} | {p} | {icon} {v.verdict} |"
         )
+    if result.failed:
+        lines += ["", "Measured in the baseline, failing now:", ""]
+        lines += [f"- 🔴 `{case}`: {error}" for case, error in result.failed.items()]
     if result.only_baseline:
         lines += ["", "Only in the baseline: " + ", ".join(f"`{c}`" for c in result.only_baseline)]
     if result.only_current:

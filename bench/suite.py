@@ -57,7 +57,7 @@ from bench.workloads import DTYPES, PHASES, supports
 from models import ARCHITECTURES, IMPLS, SIZES
 
 SUITE_PHASES = (*[p for p in PHASES if p not in ("prefill", "decode")], "generate")
-BUILTIN = ("smoke", "nightly")
+BUILTIN = ("smoke", "gpu", "nightly")
 # [thresholds] belongs to the regression gate (bench.compare), which reads it from the suite
 TABLES = ("suite", "matrix", "measure", "target", "carbon", "thresholds")
 

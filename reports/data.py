@@ -35,6 +35,24 @@ def select_runs(store: Store, refs: list[str] | None, last: int | None) -> list[
     return runs[-(last or 1) :]
 
 
+# Columns only a case that measured something fills: present (empty) even when none did.
+MEASURED = (
+    "j_per_token",
+    "j_per_token_low",
+    "j_per_token_high",
+    "j_per_token_by_domain",
+    "g_per_1k_tokens",
+    "tokens_per_s",
+    "j_per_tflop",
+    "energy_j",
+    "duration_s",
+    "methods",
+    "reached_target",
+    "target_loss",
+    "loss",
+)
+
+
 def summarise_cases(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (run, case): medians over repeats with 95% bootstrap intervals, and the work."""
     out = []
@@ -76,7 +94,8 @@ def summarise_cases(rows: pd.DataFrame) -> pd.DataFrame:
                 loss=float(ok["loss"].median()) if ok["loss"].notna().any() else None,
             )
         out.append(entry)
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    return frame.reindex(columns=[*frame.columns, *(c for c in MEASURED if c not in frame)])
 
 
 def load(db: str | Path, refs: list[str] | None = None, last: int | None = None) -> ReportData:

@@ -192,3 +192,31 @@ def test_cli_exit_codes_and_markdown(tmp_path, capsys) -> None:
     assert "different hardware" in capsys.readouterr().err
     assert main(["compare", "base", "nope", "--db", str(db)]) == 2
     assert main(["compare", "base", "same", "--db", str(db), "--metric", "joules"]) == 2
+
+
+def test_a_case_failing_now_fails_the_gate(tmp_path, capsys) -> None:
+    """Measured in the baseline, failed in the current run: not a silent 'only in baseline'."""
+    db = tmp_path / "r.sqlite"
+    with Store(db) as store:
+        _store_run(store, "base", 10.0)
+        store.begin_run(
+            "broken",
+            label=None,
+            suite_name="s",
+            suite_source="s",
+            suite_text="",
+            started_at="2026-01-02T00:00:00",
+            metadata={"cpu": "CPU", "gpus": [], "carbon": {}},
+        )
+        store.add_row(row("broken", status="failed", error="NaN loss at step 3"))
+    summary = tmp_path / "summary.md"
+    assert main(["compare", "base", "broken", "--db", str(db), "--markdown", str(summary)]) == 1
+    out = capsys.readouterr().out
+    assert "failing now gpt/tiny: NaN loss at step 3" in out
+    assert "only in the baseline" not in out
+    text = summary.read_text()
+    assert "1 case(s) failing" in text and "`gpt/tiny`: NaN loss at step 3" in text
+    assert "| case | metric |" not in text  # no verdicts: no empty table
+    assert main(["compare", "broken", "base", "--db", str(db), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["failed_in_current"] == {} and result["passed"] is True

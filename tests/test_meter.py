@@ -124,8 +124,10 @@ def test_sampler_reports_its_own_cost() -> None:
         time.sleep(0.3)
         assert meter.sampler_reads >= 10
         assert 0 < meter.read_cpu_s <= meter.sampler_cpu_s < 0.3
-    thread = meter._thread
-    assert not thread.is_alive()
+    reads = meter.sampler_reads
+    meter._thread.join(timeout=1.0)  # it ends at its next tick, without reading again
+    assert not meter._thread.is_alive()
+    assert meter.sampler_reads == reads
 
 
 def test_modelled_cpu_follows_utilisation_for_real() -> None:
@@ -185,3 +187,14 @@ def test_default_meter_detects_this_machine() -> None:
             busy(0.1)
     assert m.total_energy_j > 0
     assert set(m.method.values()) <= {"counter", "power-sampled", "modelled"}
+
+
+def test_a_closed_meter_refuses_windows() -> None:
+    meter = EnergyMeter([ConstantPower({"a": 1.0, "b": 2.0})], 0.1)
+    meter.begin_window("open-at-close")
+    meter.close()
+    meter.close()  # twice is harmless
+    with pytest.raises(RuntimeError, match="meter is closed"):
+        meter.begin_window("late")
+    with pytest.raises(RuntimeError, match="meter is closed"):
+        meter.end_window("open-at-close")

@@ -86,6 +86,19 @@ def test_report_errors_are_one_line(store_path, tmp_path, capsys, argv, message)
     assert message in err and "\n" not in err and not (tmp_path / "x.html").exists()
 
 
+def test_report_of_a_run_where_every_case_failed(tmp_path) -> None:
+    """A GPU suite on a machine without one: the report still renders and says why."""
+    path = tmp_path / "r.sqlite"
+    suite = fast_suite(archs=("gpt", "lstm"), phases=("train", "infer"), devices=("cuda",))
+    with Store(path) as store, EnergyMeter([ModelledCpuSensor()], 0.05) as meter:
+        Runner(suite, store, meter, resolve(intensity=100.0)).run()
+    out = render(path, tmp_path / "report.html")
+    html = out.path.read_text()
+    assert "<b>4 failed</b>" in html
+    assert html.count("torch sees no CUDA GPU") == 4
+    assert html.count('class="plotly-graph-div') == out.figures
+
+
 def test_report_data_errors_raise_store_error(tmp_path) -> None:
     with pytest.raises(StoreError):
         render(tmp_path / "nothing.sqlite", tmp_path / "r.html")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# What a GPU machine has to confirm, in one run: what the sensors see, the NVML checks
+# (gpu_validation.py), the sampler's cost with NVML, and the quick GPU suite with its report.
+# Each step is logged to DIR/log.txt. A failing step is recorded there and the rest still run.
+# Exits 1 if any step failed.
+#
+#   bash benchmarks/gpu_check.sh [DIR]        (default DIR: benchmarks/results/gpu)
+#
+# Runs from the repository root with carbonbench importable (installed, or on PYTHONPATH).
+set -u -o pipefail
+dir=${1:-benchmarks/results/gpu}
+mkdir -p "$dir"
+export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+python=${PYTHON:-python3}
+log=$dir/log.txt
+failed=0
+
+step() {
+  echo "== $(date -u +%H:%M:%S) $*" | tee -a "$log"
+  "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "== exit $rc" | tee -a "$log"
+  [ "$rc" -eq 0 ] || failed=1
+}
+
+step nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,pstate --format=csv
+step bash -c "$python -m bench sensors --json > '$dir/sensors.json'"
+step "$python" benchmarks/gpu_validation.py --out "$dir"
+step "$python" benchmarks/sampler_overhead.py --seconds 2 --json "$dir/sampler_overhead.json"
+step "$python" -m bench run --suite gpu --db "$dir/gpu.sqlite" --label "gpu check"
+step "$python" -m bench report --db "$dir/gpu.sqlite" -o "$dir/report.html"
+step "$python" -m bench export --db "$dir/gpu.sqlite" --format csv -o "$dir/results.csv"
+echo "== done, failed=$failed" | tee -a "$log"
+exit "$failed"
