@@ -27,6 +27,9 @@ def test_builtin_suites_load() -> None:
     for arch in archs:
         assert {"train", "infer"} <= {c.phase for c in smoke.cases if c.arch == arch}
     assert all(c.device == "cpu" and c.size == "tiny" for c in smoke.cases)
+    gpu = load("gpu")
+    assert {c.arch for c in gpu.cases} == archs and len(gpu.cases) == 14
+    assert {(c.device, c.dtype, c.size) for c in gpu.cases} == {("cuda", "bfloat16", "small")}
     nightly = load("nightly")
     assert {c.dtype for c in nightly.cases} == {"bfloat16"}
     assert {"prefill", "decode", "train-to-target"} <= {c.phase for c in nightly.cases}
