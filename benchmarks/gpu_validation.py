@@ -106,6 +106,17 @@ class Series:
         }
 
 
+def instant(pynvml: Any, handle: Any) -> int:
+    """NVML_FI_DEV_POWER_INSTANT in mW; NVMLError where the GPU or binding lacks it."""
+    field_id = getattr(pynvml, "NVML_FI_DEV_POWER_INSTANT", None)
+    if field_id is None:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    (value,) = pynvml.nvmlDeviceGetFieldValues(handle, [field_id])
+    if value.nvmlReturn != pynvml.NVML_SUCCESS:
+        raise pynvml.NVMLError(value.nvmlReturn)
+    return value.value.uiVal
+
+
 def update_periods(nvml_index: int, seconds: float) -> list[dict[str, Any]]:
     """Poll each quantity in turn while a thread keeps the GPU busy."""
     import pynvml
@@ -115,11 +126,7 @@ def update_periods(nvml_index: int, seconds: float) -> list[dict[str, Any]]:
         handle = pynvml.nvmlDeviceGetHandleByIndex(nvml_index)
         readers: dict[str, Callable[[], float]] = {
             "energy counter (mJ)": lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle),
-            "instant power (mW)": lambda: (
-                pynvml.nvmlDeviceGetFieldValues(handle, [pynvml.NVML_FI_DEV_POWER_INSTANT])[
-                    0
-                ].value.uiVal
-            ),
+            "instant power (mW)": lambda: instant(pynvml, handle),
             "nvmlDeviceGetPowerUsage (mW)": lambda: pynvml.nvmlDeviceGetPowerUsage(handle),
         }
         for name, read in list(readers.items()):
@@ -145,7 +152,7 @@ def update_periods(nvml_index: int, seconds: float) -> list[dict[str, Any]]:
 
 
 def first_gpu_domains(meter: EnergyMeter) -> list[str]:
-    return [d for d in meter.domains if d.startswith("gpu:0")]
+    return [d for d in meter.domains if d == "gpu:0" or d.startswith("gpu:0~")]
 
 
 def agreement(fast: EnergyMeter, slow: EnergyMeter, load: Callable[[], object], label: str):

@@ -139,6 +139,15 @@ def test_power_usage_fallback_when_instant_field_is_unsupported(nvml: FakeNvml) 
     assert "nvmlDeviceGetPowerUsage" in sensor.constants()["gpus"]["gpu:0"]["power"]
 
 
+def test_an_old_binding_without_the_instant_field_falls_back(nvml, monkeypatch) -> None:
+    """nvidia-ml-py before 12.535 has no NVML_FI_DEV_POWER_INSTANT: averaged power, no crash."""
+    monkeypatch.delattr(pynvml, "NVML_FI_DEV_POWER_INSTANT")
+    nvml.gpus = [FakeGpu("GPU-y", power_mw=275_000)]
+    sensor = NvmlSensor()
+    assert sensor.read(1.0)[1] == [275.0]
+    assert "nvmlDeviceGetPowerUsage" in sensor.constants()["gpus"]["gpu:0"]["power"]
+
+
 @pytest.mark.parametrize(
     ("visible", "expected"),
     [

@@ -136,8 +136,11 @@ class NvmlSensor(Sensor):
 
     def _instant_power(self, handle: Any) -> float | None:
         nvml = self._nvml
+        field_id = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None)  # nvidia-ml-py >= 12.535
+        if field_id is None:
+            return None
         try:
-            (value,) = nvml.nvmlDeviceGetFieldValues(handle, [nvml.NVML_FI_DEV_POWER_INSTANT])
+            (value,) = nvml.nvmlDeviceGetFieldValues(handle, [field_id])
         except nvml.NVMLError:
             return None
         if value.nvmlReturn != nvml.NVML_SUCCESS:
