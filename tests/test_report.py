@@ -94,7 +94,7 @@ def test_report_of_a_run_where_every_case_failed(tmp_path) -> None:
         Runner(suite, store, meter, resolve(intensity=100.0)).run()
     out = render(path, tmp_path / "report.html")
     html = out.path.read_text()
-    assert "<b>4 failed</b>" in html
+    assert "<b>4 failed</b>" in html and "No energy was measured" in html
     assert html.count("torch sees no CUDA GPU") == 4
     assert html.count('class="plotly-graph-div') == out.figures
 
