@@ -2,7 +2,9 @@
 # What a GPU machine has to confirm, in one run: what the sensors see, the NVML checks
 # (gpu_validation.py), the sampler's cost with NVML, and the quick GPU suite with its report.
 # Each step is logged to DIR/log.txt. A failing step is recorded there and the rest still run.
-# Exits 1 if any step failed.
+# Exits 1 if any step failed. DIR ends up with seven files: log.txt, sensors.json,
+# nvml_validation.json and .md, sampler_overhead.json, gpu.sqlite (the suite's store, for
+# export and later reports) and report.html.
 #
 #   bash benchmarks/gpu_check.sh [DIR]        (default DIR: benchmarks/results/gpu)
 #
@@ -29,6 +31,5 @@ step "$python" benchmarks/gpu_validation.py --out "$dir"
 step "$python" benchmarks/sampler_overhead.py --seconds 2 --json "$dir/sampler_overhead.json"
 step "$python" -m bench run --suite gpu --db "$dir/gpu.sqlite" --label "gpu check"
 step "$python" -m bench report --db "$dir/gpu.sqlite" -o "$dir/report.html"
-step "$python" -m bench export --db "$dir/gpu.sqlite" --format csv -o "$dir/results.csv"
 echo "== done, failed=$failed" | tee -a "$log"
 exit "$failed"
