@@ -102,18 +102,22 @@ def run_command(args: argparse.Namespace) -> int:
 
     topology = topology_from_env()
     if args.nproc is not None or topology is not None:
-        from bench.runner import RunOptions
+        from bench.runner import JobFailed, RunOptions
 
         suite = training_only(suite)
         if not suite.cases:
             raise ValueError(f"suite {suite.name!r} has no train case to run distributed")
         options = RunOptions(label=args.label, corpus=args.corpus)
-        if topology is not None:  # under torchrun: this is one rank
-            run_id, _ = run_rank(suite, str(args.db), carbon, options, cpu_tdp_w=args.cpu_tdp)
-            if topology.rank != 0:
-                return 0
-        else:
-            run_id = launch(args.nproc, suite, str(args.db), carbon, options, args.cpu_tdp)
+        try:
+            if topology is not None:  # under torchrun: this is one rank
+                run_id, _ = run_rank(suite, str(args.db), carbon, options, cpu_tdp_w=args.cpu_tdp)
+                if topology.rank != 0:
+                    return 0
+            else:
+                run_id = launch(args.nproc, suite, str(args.db), carbon, options, args.cpu_tdp)
+        except JobFailed as error:  # one line; the rows finished before it are stored
+            print(f"carbonbench: error: {error}; finished rows are in {args.db}", file=sys.stderr)
+            return 1
         return _print_stored(console, args, run_id, carbon)
     store = Store(args.db)
     uses_gpu = any(case.device.startswith("cuda") for case in suite.cases)

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.carbon import CarbonSettings
 from bench.meter import EnergyMeter, Measurement
-from bench.runner import Runner, RunOptions, _device
+from bench.runner import JobFailed, Runner, RunOptions, _device, _now
 from bench.sensors import NvmlSensor, Sensor, SensorUnavailable, detect_sensors
 from bench.store import ResultRow, Store
 from bench.suite import Case, Suite
@@ -76,6 +76,11 @@ class DistributedRunner(Runner):
         self.rank, self.world_size = topology.rank, topology.world_size
         self.run_id = run_id
         self._ranks: list[dict[str, Any]] = []
+        self.db: str | None = None  # where a failing rank other than 0 records its failure
+        self._current: Case | None = None
+        # nccl reduces tensors on the rank's GPU only
+        nccl = dist.get_backend() == "nccl"
+        self._collective = torch.device("cuda", topology.local_rank) if nccl else None
 
     def _device_for(self, case: Case) -> torch.device:
         device = _device(case.device)
@@ -98,9 +103,40 @@ class DistributedRunner(Runner):
         )
 
     def _agree(self, steps: int) -> int:
-        agreed = torch.tensor([steps])
+        agreed = torch.tensor([steps], device=self._collective)
         dist.broadcast(agreed, src=0)
         return int(agreed.item())
+
+    def _agree_flag(self, flag: bool) -> bool:
+        value = torch.tensor([int(flag)], device=self._collective)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def _after_failure(self, error: Exception) -> None:
+        """A failure the ranks did not reach together (an exception on one of them, mid-step)
+        leaves the others inside a collective: the job stops, after rank 0 recorded it or
+        this rank added it to rank 0's store where that is the same file."""
+        if getattr(error, "agreed", False):
+            return
+        row = self.rows[-1] if self.rank == 0 and self.rows else None
+        message = row.error if row is not None else f"{type(error).__name__}: {error}"
+        if self.rank != 0:
+            self._record_elsewhere(message)
+        raise JobFailed(f"rank {self.rank} failed, so the job stops: {message}")
+
+    def _record_elsewhere(self, message: str) -> None:
+        if self.db is None or not os.path.exists(self.db):
+            return
+        with contextlib.suppress(Exception), Store(self.db, create=False) as store:
+            if any(r["run_id"] == self.run_id for r in store.runs()):  # rank 0's store
+                case = self._current
+                error = f"rank {self.rank}: {message}"
+                store.add_row(self._row(case, 0, status="failed", error=error))
+                store.end_run(self.run_id, "failed", _now())
+
+    def _case(self, case: Case) -> bool:
+        self._current = case
+        return super()._case(case)
 
     @contextmanager
     def _window(self, name: str) -> Iterator[Measurement]:
@@ -193,6 +229,7 @@ def run_rank(
             runner = DistributedRunner(
                 suite, store, m, carbon, options, topology=topology, run_id=ids[0]
             )
+            runner.db = db
             status = runner.run()
         if store is not None:
             store.close()
@@ -228,10 +265,16 @@ def launch(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     run_id = Runner.new_run_id()
-    mp.spawn(
-        _spawned,
-        args=(nproc, port, (suite, db, carbon, options, run_id, cpu_tdp_w)),
-        nprocs=nproc,
-        join=True,
-    )
+    try:
+        mp.spawn(
+            _spawned,
+            args=(nproc, port, (suite, db, carbon, options, run_id, cpu_tdp_w)),
+            nprocs=nproc,
+            join=True,
+        )
+    except mp.ProcessRaisedException as error:  # the others were stopped with it
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        raise JobFailed(f"run {run_id}: {lines[-1] if lines else error}") from None
+    except mp.ProcessExitedException as error:
+        raise JobFailed(f"run {run_id}: {error}") from None
     return run_id

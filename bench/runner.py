@@ -41,7 +41,19 @@ TIMELINE_POINTS = 200
 
 
 class CaseFailed(Exception):
-    """A case could not be measured; the message becomes the row's error."""
+    """A case could not be measured; the message becomes the row's error.
+
+    ``agreed``: every process of a distributed run raised it at the same point (a decision
+    taken together), so the run can go on to the next case.
+    """
+
+    def __init__(self, message: str, agreed: bool = False) -> None:
+        super().__init__(message)
+        self.agreed = agreed
+
+
+class JobFailed(RuntimeError):
+    """A distributed run cannot go on: one process failed where the others cannot follow."""
 
 
 @dataclass
@@ -203,6 +215,14 @@ class Runner:
         """Steps per window, the same for every process."""
         return steps
 
+    def _agree_flag(self, flag: bool) -> bool:
+        """A decision every process takes together (stop, fail): True if any says so."""
+        return flag
+
+    def _after_failure(self, error: Exception) -> None:
+        """Called once a failed case is recorded; a distributed run stops here unless every
+        process failed the case together."""
+
     @contextmanager
     def _window(self, name: str) -> Iterator[Measurement]:
         with self.meter.window(name) as m:
@@ -222,7 +242,7 @@ class Runner:
                     self.on_event("idle", {"seconds": suite.measure.idle_baseline_s})
                     self.meter.idle_baseline(suite.measure.idle_baseline_s)
                 for index, case in enumerate(suite.cases):
-                    if self.interrupt.requested:
+                    if self._agree_flag(self.interrupt.requested):
                         status = "interrupted"
                         break
                     self.on_event("case", {"index": index, "case": case})
@@ -327,12 +347,21 @@ class Runner:
             else:
                 message = f"{type(error).__name__}: {error}"
             self._save(self._row(case, 0, status="failed", error=message, params=params))
+            self._after_failure(error)
             return False
 
-    def _check_time(self, started: float) -> None:
+    def _check_time(self, started: float, between_windows: bool = False) -> None:
+        """Fail the case once it has run past its timeout. A distributed run checks only
+        between windows, where every process is, and decides with the others."""
         limit = self.suite.measure.case_timeout_s
-        if time.perf_counter() - started > limit:
-            raise CaseFailed(f"timed out: the case ran past case_timeout_s = {limit:g} s")
+        late = time.perf_counter() - started > limit
+        if between_windows:
+            late = self._agree_flag(late)
+        elif self.world_size > 1:
+            return
+        if late:
+            message = f"timed out: the case ran past case_timeout_s = {limit:g} s"
+            raise CaseFailed(message, agreed=between_windows)
 
     def _steps(self, workload: Workload, steps: int, device, started: float) -> list:
         losses = []
@@ -348,8 +377,8 @@ class Runner:
         if not losses:
             return None
         stacked = torch.stack(losses).float()
-        if not bool(torch.isfinite(stacked).all()):
-            raise CaseFailed("loss became NaN or infinite: training diverged")
+        if self._agree_flag(not bool(torch.isfinite(stacked).all())):
+            raise CaseFailed("loss became NaN or infinite: training diverged", agreed=True)
         return float(stacked.mean())
 
     def _measured_row(
@@ -399,6 +428,7 @@ class Runner:
         per_token: list[float] = []
         repeat = 0
         while True:
+            self._check_time(started, between_windows=True)
             with self._window(f"{case.case_id}/r{repeat}") as m:
                 losses = self._steps(workload, steps, device, started)
             loss = self._finite_loss(losses)
@@ -409,7 +439,9 @@ class Runner:
             self._save(row)
             per_token.append(row.energy_j / max(row.tokens, 1))
             repeat += 1
-            if self.interrupt.requested or not self._more(per_token, repeat, started):
+            if self._agree_flag(
+                self.interrupt.requested or not self._more(per_token, repeat, started)
+            ):
                 return
 
     def _more(self, per_token: list[float], repeat: int, started: float) -> bool:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import time
 
+import pytest
+import torch.multiprocessing as mp
+
+from bench import distributed
 from bench.carbon import resolve
 from bench.cli import main
 from bench.distributed import DistributedRunner, Topology, launch, topology_from_env, training_only
 from bench.meter import Measurement
-from bench.runner import RunOptions
+from bench.runner import JobFailed, RunOptions
 from bench.store import Store
 from tests.test_runner import fast_suite
 
@@ -82,3 +86,72 @@ def test_cli_nproc(tmp_path, capsys) -> None:
     suite_file.write_text(fast_suite(phases=("train",)).text)
     assert main([*argv[:-1], "1"]) == 2
     assert "--nproc must be at least 2" in capsys.readouterr().err
+
+
+def test_a_timeout_fails_the_case_on_every_rank_together_and_the_run_goes_on(tmp_path) -> None:
+    """Ranks decide timeouts together, between windows, so the next case starts aligned."""
+    suite = training_only(fast_suite(archs=("gpt", "gru"), timeout=0.001))
+    db = tmp_path / "t.sqlite"
+    run_id = launch(2, suite, str(db), resolve(intensity=300.0), RunOptions())
+    with Store(db, create=False) as store:
+        rows = store.rows(run_id)
+        (run,) = store.runs()
+    assert run["status"] == "failed"
+    assert [(r["arch"], r["status"]) for r in rows] == [("gpt", "failed"), ("gru", "failed")]
+    assert all("ran past case_timeout_s" in r["error"] for r in rows)
+
+
+def _fail_on_rank_1(local_rank: int, nproc: int, port: int, args: tuple) -> None:
+    """A spawned rank whose first workload raises on rank 1 only (a fault injected by the
+    test, as an out-of-memory error on one GPU would)."""
+    if local_rank == 1:
+        import bench.runner
+
+        def broken(*a, **k):
+            raise RuntimeError("injected on one rank")
+
+        bench.runner.make_workload = broken
+    distributed._spawned(local_rank, nproc, port, args)
+
+
+def test_a_failure_on_one_rank_stops_the_job_at_once_and_is_recorded(tmp_path) -> None:
+    """Not a wait for the process group's timeout (here 120 + 120 s): the job stops, with
+    the failing rank's error in rank 0's store."""
+    suite = training_only(fast_suite(archs=("gpt", "gru"), timeout=120))
+    db = tmp_path / "f.sqlite"
+    run_id = "20260101T000000Z-failed"
+    args = (suite, str(db), resolve(intensity=300.0), RunOptions(), run_id, None)
+    started = time.perf_counter()
+    with pytest.raises(mp.ProcessRaisedException, match="rank 1 failed, so the job stops"):
+        mp.spawn(_fail_on_rank_1, args=(2, _free_port(), args), nprocs=2, join=True)
+    assert time.perf_counter() - started < 120
+    with Store(db, create=False) as store:
+        (run,) = store.runs()
+        rows = store.rows(run_id)
+    assert run["status"] == "failed"
+    errors = [r["error"] for r in rows if r["status"] == "failed"]
+    assert "rank 1: RuntimeError: injected on one rank" in errors
+    assert {r["arch"] for r in rows} == {"gpt"}  # the job stopped: gru never started
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> None:
+    def spawn(*args, **kwargs):
+        raise mp.ProcessRaisedException(
+            "\n\n-- Process 1 terminated with the following error:\nTraceback ...\n"
+            "bench.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
+            1,
+            1234,
+        )
+
+    monkeypatch.setattr(mp, "spawn", spawn)
+    suite = training_only(fast_suite())
+    with pytest.raises(JobFailed, match=r"^run \S+: bench.runner.JobFailed: rank 1 failed.*boom$"):
+        launch(2, suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions())

@@ -124,10 +124,16 @@ def test_sampler_reports_its_own_cost() -> None:
         time.sleep(0.3)
         assert meter.sampler_reads >= 10
         assert 0 < meter.read_cpu_s <= meter.sampler_cpu_s < 0.3
-    reads = meter.sampler_reads
-    meter._thread.join(timeout=1.0)  # it ends at its next tick, without reading again
-    assert not meter._thread.is_alive()
-    assert meter.sampler_reads == reads
+    assert not meter._thread.is_alive()  # close() waited for it
+
+
+def test_close_does_not_wait_out_a_long_interval() -> None:
+    meter = EnergyMeter([ConstantPower({"a": 1.0, "b": 2.0})], 10.0)
+    time.sleep(0.05)
+    started = time.perf_counter()
+    meter.close()
+    assert time.perf_counter() - started < 5.0  # a slice of the sleep, not the 10 s tick
+    assert not meter._thread.is_alive() and meter.sampler_reads == 0
 
 
 def test_modelled_cpu_follows_utilisation_for_real() -> None:
