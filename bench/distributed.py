@@ -219,6 +219,14 @@ def run_rank(
     uses_gpu = any(c.device.startswith("cuda") for c in suite.cases)
     backend = "nccl" if uses_gpu else "gloo"
     timeout = timedelta(seconds=suite.measure.case_timeout_s + 120)
+    if uses_gpu:  # nccl's barriers and object collectives run on the current device
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if topology.local_rank >= gpus:
+            raise ValueError(
+                f"local rank {topology.local_rank} needs its own GPU, but torch sees {gpus} "
+                "on this host: start at most one process per GPU, or run cases on cpu"
+            )
+        torch.cuda.set_device(topology.local_rank)
     dist.init_process_group(backend, timeout=timeout)
     try:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // topology.local_world_size))

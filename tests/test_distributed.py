@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from bench import distributed
@@ -155,3 +156,15 @@ def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> N
     suite = training_only(fast_suite())
     with pytest.raises(JobFailed, match=r"^run \S+: bench.runner.JobFailed: rank 1 failed.*boom$"):
         launch(2, suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions())
+
+
+def test_gpu_cases_need_one_gpu_per_rank(monkeypatch, tmp_path) -> None:
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a one-GPU host
+    suite = training_only(fast_suite(devices=("cuda",)))
+    with pytest.raises(ValueError, match="local rank 1 needs its own GPU, but torch sees 1"):
+        distributed.run_rank(
+            suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions()
+        )
