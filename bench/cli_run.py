@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -82,7 +83,7 @@ class WattsColumn(ProgressColumn):
 
 def run_command(args: argparse.Namespace) -> int:
     from bench.meter import EnergyMeter
-    from bench.runner import Runner, RunOptions, summarise
+    from bench.runner import Runner, RunOptions
     from bench.sensors import detect_sensors
     from bench.suite import load, narrow
 
@@ -157,8 +158,12 @@ def run_command(args: argparse.Namespace) -> int:
         with progress:
             status = runner.run()
             progress.update(task, completed=len(suite.cases), description="done")
-    summary = summarise(runner.rows)
-    result = {"run_id": runner.run_id, "status": status, "db": str(store.path), "cases": summary}
+    result = {
+        "run_id": runner.run_id,
+        "status": status,
+        "db": str(store.path),
+        "cases": _cases(runner.rows),
+    }
     store.close()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -169,17 +174,21 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:
     """The summary of a run from its stored rows (a distributed run's rank 0 wrote them)."""
-    from bench.runner import summarise
-
     with Store(args.db, create=False) as store:
         rows = store.rows(run_id)
         status = next(r["status"] for r in store.runs() if r["run_id"] == run_id)
-    result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": summarise(rows)}
+    result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": _cases(rows)}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         _print_summary(console, result, carbon)
     return 0 if status == "ok" else 1
+
+
+def _cases(rows) -> list[dict[str, Any]]:
+    from bench.summary import summarise
+
+    return [dataclasses.asdict(case) for case in summarise(rows)]
 
 
 def _print_summary(console: Console, result: dict[str, Any], carbon) -> None:

@@ -486,39 +486,3 @@ class Runner:
             extra={"entropy_rate": workload.entropy_rate, "eval_every": t.eval_every},
         )
         self._save(row)
-
-
-def summarise(rows: list[ResultRow] | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per case: median J/token, gCO2e per 1k tokens, tokens/s, and the method mix."""
-    from bench.stats import bootstrap_ci, median
-
-    by_case: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        record = dataclasses.asdict(row) if isinstance(row, ResultRow) else row
-        by_case.setdefault(record["case_id"], []).append(record)
-    summary = []
-    for case_id, records in by_case.items():
-        ok = [r for r in records if r["status"] == "ok" and r["tokens"] > 0]
-        first = records[0]
-        entry: dict[str, Any] = {
-            "case_id": case_id,
-            "arch": first["arch"],
-            "phase": first["phase"],
-            "status": "ok" if ok else "failed",
-            "error": None if ok else first["error"],
-            "repeats": len(ok),
-        }
-        if ok:
-            j_per_token = [r["energy_j"] / r["tokens"] for r in ok]
-            low, high = bootstrap_ci(j_per_token)
-            methods = sorted({m for r in ok for m in r["method_by_domain"].values()})
-            entry.update(
-                j_per_token=median(j_per_token),
-                j_per_token_ci=[low, high],
-                g_co2e_per_1k_tokens=median([1000 * r["co2e_g"] / r["tokens"] for r in ok]),
-                tokens_per_s=median([r["tokens"] / r["duration_s"] for r in ok]),
-                methods=methods,
-                reached_target=first.get("reached_target"),
-            )
-        summary.append(entry)
-    return summary

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.stats import bootstrap_ci
 from bench.store import Store, StoreError
+from bench.summary import summarise_case
 
 
 @dataclass
@@ -35,67 +36,23 @@ def select_runs(store: Store, refs: list[str] | None, last: int | None) -> list[
     return runs[-(last or 1) :]
 
 
-# Columns only a case that measured something fills: present (empty) even when none did.
-MEASURED = (
-    "j_per_token",
-    "j_per_token_low",
-    "j_per_token_high",
-    "j_per_token_by_domain",
-    "g_per_1k_tokens",
-    "tokens_per_s",
-    "j_per_tflop",
-    "energy_j",
-    "duration_s",
-    "methods",
-    "reached_target",
-    "target_loss",
-    "loss",
-)
-
-
 def summarise_cases(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (run, case): medians over repeats with 95% bootstrap intervals, and the work."""
     out = []
-    for (run_id, case_id), group in rows.groupby(["run_id", "case_id"], sort=False):
-        first = group.iloc[0]
-        ok = group[(group["status"] == "ok") & (group["tokens"] > 0)]
-        entry: dict[str, Any] = {
-            "run_id": run_id,
-            "case_id": case_id,
-            **{k: first[k] for k in ("arch", "size", "impl", "phase", "device", "dtype")},
-            "params": first["params"],
-            "status": "ok" if len(ok) else "failed",
-            "error": None if len(ok) else first["error"],
-            "repeats": len(ok),
-        }
-        if len(ok):
-            per_token = (ok["energy_j"] / ok["tokens"]).to_numpy()
-            low, high = bootstrap_ci(per_token)
-            domains: dict[str, list[float]] = {}
-            for energy, tokens in zip(ok["energy_by_domain"], ok["tokens"], strict=True):
-                for domain, joules in energy.items():
-                    domains.setdefault(domain, []).append(joules / tokens)
-            methods = {m for d in ok["method_by_domain"] for m in d.values()}
-            entry.update(
-                j_per_token=float(pd.Series(per_token).median()),
-                j_per_token_low=low,
-                j_per_token_high=high,
-                j_per_token_by_domain={d: float(pd.Series(v).median()) for d, v in domains.items()},
-                g_per_1k_tokens=float((1000 * ok["co2e_g"] / ok["tokens"]).median()),
-                tokens_per_s=float((ok["tokens"] / ok["duration_s"]).median()),
-                j_per_tflop=float((ok["energy_j"] / ok["flops"] * 1e12).median())
-                if (ok["flops"] > 0).all()
-                else None,
-                energy_j=float(ok["energy_j"].sum()),
-                duration_s=float(ok["duration_s"].sum()),
-                methods=", ".join(sorted(methods)),
-                reached_target=first["reached_target"],
-                target_loss=first["target_loss"],
-                loss=float(ok["loss"].median()) if ok["loss"].notna().any() else None,
-            )
-        out.append(entry)
-    frame = pd.DataFrame(out)
-    return frame.reindex(columns=[*frame.columns, *(c for c in MEASURED if c not in frame)])
+    for (run_id, _), group in rows.groupby(["run_id", "case_id"], sort=False):
+        case = summarise_case(group.to_dict("records"))
+        low, high = case.j_per_token_ci or (None, None)
+        out.append(
+            {
+                "run_id": run_id,
+                **dataclasses.asdict(case),
+                "j_per_token_low": low,
+                "j_per_token_high": high,
+                "g_per_1k_tokens": case.g_co2e_per_1k_tokens,
+                "methods": ", ".join(case.methods) if case.status == "ok" else None,
+            }
+        )
+    return pd.DataFrame(out)
 
 
 def load(db: str | Path, refs: list[str] | None = None, last: int | None = None) -> ReportData:

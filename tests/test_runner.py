@@ -14,10 +14,11 @@ import bench.runner as runner_module
 from bench.carbon import resolve
 from bench.cli import main
 from bench.meter import EnergyMeter
-from bench.runner import Runner, RunOptions, summarise
+from bench.runner import Runner, RunOptions
 from bench.sensors import ModelledCpuSensor, ModelledRamSensor
 from bench.store import Store
 from bench.suite import parse
+from bench.summary import summarise
 from bench.workloads import make_workload
 from models import build
 
@@ -98,7 +99,15 @@ def test_every_case_becomes_rows_with_work_energy_and_carbon(tmp_path) -> None:
     for key in ("host", "cpu", "versions", "sensors", "carbon", "idle_w", "git_commit"):
         assert key in meta["metadata"]
     summary = summarise(runner.rows)
-    assert all(s["status"] == "ok" and s["j_per_token"] > 0 for s in summary)
+    assert all(s.status == "ok" and s.j_per_token > 0 for s in summary)
+    # the same numbers from the rows as stored (what the report and `run --json` read)
+    stored = summarise(store.rows(runner.run_id))
+    for live, again in zip(summary, stored, strict=True):
+        assert live.j_per_token == pytest.approx(again.j_per_token)
+        assert live.j_per_token_ci == pytest.approx(again.j_per_token_ci)
+        assert live.methods == again.methods == ["modelled"]
+        low, high = live.j_per_token_ci
+        assert low <= live.j_per_token <= high
 
 
 def test_a_failing_case_is_recorded_and_the_suite_goes_on(tmp_path) -> None:
