@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What a GPU machine has to confirm, in one run: what the sensors see, the NVML checks
-# (gpu_validation.py), the sampler's cost with NVML, and the quick GPU suite with its report.
+# (gpu_validation.py), the sampler's cost with NVML, the cross-check with codecarbon's tracker,
+# and the quick GPU suite with its report.
 # Each step is logged to DIR/log.txt. A failing step is recorded there and the rest still run.
-# Exits 1 if any step failed. DIR ends up with seven files: log.txt, sensors.json,
-# nvml_validation.json and .md, sampler_overhead.json, gpu.sqlite (the suite's store, for
-# export and later reports) and report.html.
+# Exits 1 if any step failed. DIR ends up with eight files: log.txt, sensors.json,
+# nvml_validation.json and .md, sampler_overhead.json, codecarbon_crosscheck.json, gpu.sqlite
+# (the suite's store, for export and later reports) and report.html.
 #
 #   bash benchmarks/gpu_check.sh [DIR]        (default DIR: benchmarks/results/gpu)
 #
@@ -29,6 +30,8 @@ step nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,pstate --
 step bash -c "$python -m bench sensors --json > '$dir/sensors.json'"
 step "$python" benchmarks/gpu_validation.py --out "$dir"
 step "$python" benchmarks/sampler_overhead.py --seconds 2 --json "$dir/sampler_overhead.json"
+step "$python" benchmarks/codecarbon_crosscheck.py --device cuda --seconds 10 \
+  --json "$dir/codecarbon_crosscheck.json"
 step "$python" -m bench run --suite gpu --db "$dir/gpu.sqlite" --label "gpu check"
 step "$python" -m bench report --db "$dir/gpu.sqlite" -o "$dir/report.html"
 echo "== done, failed=$failed" | tee -a "$log"
