@@ -60,3 +60,10 @@ def overhead(session: nox.Session) -> None:
     """The EnergyMeter sampler's own CPU cost (the README's figures)."""
     _install(session)
     session.run("python", "benchmarks/sampler_overhead.py", *session.posargs)
+
+
+@nox.session
+def crosscheck(session: nox.Session) -> None:
+    """The same work measured by carbonbench and by codecarbon's tracker (the README's table)."""
+    _install(session)
+    session.run("python", "benchmarks/codecarbon_crosscheck.py", *session.posargs)
