@@ -119,6 +119,9 @@ def run_command(args: argparse.Namespace) -> int:
         except JobFailed as error:  # one line; the rows finished before it are stored
             print(f"carbonbench: error: {error}; finished rows are in {args.db}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(f"carbonbench: stopped; finished rows are in {args.db}", file=sys.stderr)
+            return 130
         return _print_stored(console, args, run_id, carbon)
     store = Store(args.db)
     uses_gpu = any(case.device.startswith("cuda") for case in suite.cases)

@@ -258,6 +258,20 @@ def _spawned(local_rank: int, nproc: int, port: int, args: tuple) -> None:
     run_rank(*args)
 
 
+def _join(context: Any) -> None:
+    """Wait for every rank. A first Ctrl-C reaches the ranks as well, and they stop after
+    their window (decided together): keep waiting for them. A second one stops at once."""
+    interrupted = False
+    while True:
+        try:
+            if context.join():
+                return
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+
+
 def launch(
     nproc: int,
     suite: Suite,
@@ -273,13 +287,10 @@ def launch(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     run_id = Runner.new_run_id()
+    args = (nproc, port, (suite, db, carbon, options, run_id, cpu_tdp_w))
+    context = mp.start_processes(_spawned, args=args, nprocs=nproc, join=False)
     try:
-        mp.spawn(
-            _spawned,
-            args=(nproc, port, (suite, db, carbon, options, run_id, cpu_tdp_w)),
-            nprocs=nproc,
-            join=True,
-        )
+        _join(context)
     except mp.ProcessRaisedException as error:  # the others were stopped with it
         lines = [line for line in str(error).splitlines() if line.strip()]
         raise JobFailed(f"run {run_id}: {lines[-1] if lines else error}") from None

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -144,15 +149,16 @@ def _free_port() -> int:
 
 
 def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> None:
-    def spawn(*args, **kwargs):
-        raise mp.ProcessRaisedException(
-            "\n\n-- Process 1 terminated with the following error:\nTraceback ...\n"
-            "bench.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
-            1,
-            1234,
-        )
+    class Failed:
+        def join(self) -> bool:
+            raise mp.ProcessRaisedException(
+                "\n\n-- Process 1 terminated with the following error:\nTraceback ...\n"
+                "bench.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
+                1,
+                1234,
+            )
 
-    monkeypatch.setattr(mp, "spawn", spawn)
+    monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: Failed())
     suite = training_only(fast_suite())
     with pytest.raises(JobFailed, match=r"^run \S+: bench.runner.JobFailed: rank 1 failed.*boom$"):
         launch(2, suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions())
@@ -168,3 +174,41 @@ def test_gpu_cases_need_one_gpu_per_rank(monkeypatch, tmp_path) -> None:
         distributed.run_rank(
             suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions()
         )
+
+
+def test_ctrl_c_stops_every_rank_after_its_window_and_keeps_the_rows(tmp_path) -> None:
+    """Ctrl-C reaches the launcher and every rank (one process group): the ranks agree to
+    stop after the window in progress, the launcher waits for them and prints the summary."""
+    suite_file = tmp_path / "s.toml"
+    text = fast_suite(archs=("gpt", "gru", "lstm"), timeout=120).text
+    text = text.replace("repeats = 2", "repeats = 30")
+    suite_file.write_text(text.replace("min_window_s = 0.05", "min_window_s = 0.3"))
+    db = tmp_path / "c.sqlite"
+    argv = ["run", "--suite", str(suite_file), "--db", str(db), "--nproc", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    deadline = time.monotonic() + 120
+    while not _rows(db) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err  # finished, interrupted: not a traceback
+    assert "Traceback" not in err and "interrupted" in out
+    with Store(db, create=False) as store:
+        (run,) = store.runs()
+        rows = store.rows(run["run_id"])
+    assert run["status"] == "interrupted"
+    assert rows and all(r["status"] == "ok" and r["arch"] == "gpt" for r in rows)
+
+
+def _rows(db) -> int:
+    if not db.exists():
+        return 0
+    with contextlib.suppress(Exception), Store(db, create=False) as store:
+        return sum(len(store.rows(r["run_id"])) for r in store.runs())
+    return 0
