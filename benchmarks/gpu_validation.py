@@ -199,6 +199,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"Driver {m['driver']}, CUDA {m['cuda']}, torch {m['torch']}, power limit "
         f"{m['power_limit_w']:.0f} W, {result['date']}. Written by benchmarks/gpu_validation.py.",
         "",
+    ]
+    if "error" in result:
+        lines += ["", f"**Stopped early:** {result['error']}"]
+    if "update_periods" not in result:
+        return "\n".join(lines) + "\n"
+    lines += [
+        "",
         "## Update periods under load (back-to-back reads)",
         "",
         "| quantity | µs per call | changes | median period ms | p10 | p90 |",
@@ -212,6 +219,8 @@ def markdown(result: dict[str, Any]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if "idle" not in result:
+        return "\n".join(lines) + "\n"
     idle = result["idle"]
     lines += [
         "",
@@ -219,16 +228,20 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Counter: {idle['counter_w']:.1f} W over {idle['seconds']:.0f} s; instant power "
         f"sampled every 10 ms over the same window: {idle['sampled_w']:.1f} W.",
+    ]
+    if not result.get("windows"):
+        return "\n".join(lines) + "\n"
+    columns = [d for d in result["windows"][0]["mean_w"] if d != "gpu:0"]
+    lines += [
         "",
         "## Counter against power-sampled energy (mean power over each window)",
         "",
-        "| window | s | counter W | " + " | ".join(result["sampled_columns"]) + " |",
-        "| --- | ---: | ---: | " + " | ".join("---:" for _ in result["sampled_columns"]) + " |",
+        "| window | s | counter W | " + " | ".join(columns) + " |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in columns) + " |",
     ]
     for w in result["windows"]:
         cells = [
-            f"{w['mean_w'][d]:.1f} ({w['relative_to_counter'][d] * 100:+.2f}%)"
-            for d in result["sampled_columns"]
+            f"{w['mean_w'][d]:.1f} ({w['relative_to_counter'][d] * 100:+.2f}%)" for d in columns
         ]
         lines.append(
             f"| {w['window']} | {w['duration_s']:.2f} | {w['mean_w']['gpu:0']:.1f} | "
@@ -255,8 +268,21 @@ def main() -> None:
     scale = 0.25 if args.quick else 1.0
     torch.cuda.init()
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
-    print(json.dumps(result["machine"]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        measure(result, scale)
+    except Exception as error:  # keep what was measured before it
+        result["error"] = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        (args.out / "nvml_validation.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "nvml_validation.md").write_text(markdown(result))
+        print(markdown(result))
 
+
+def measure(result: dict[str, Any], scale: float) -> None:
+    """Fill ``result`` section by section: update periods, idle power, windows."""
+    print(json.dumps(result["machine"]), flush=True)
     result["update_periods"] = update_periods(result["machine"]["nvml_index"], 3.0 * scale)
     print(json.dumps(result["update_periods"], indent=1), flush=True)
 
@@ -268,9 +294,8 @@ def main() -> None:
     with fast, slow:
         torch.ones(1, device="cuda")  # the context exists before idle is measured
         time.sleep(1.0)
-        idle_s = 10.0 * scale
         with fast.window("idle") as m:
-            time.sleep(idle_s)
+            time.sleep(10.0 * scale)
         result["idle"] = {
             "seconds": m.duration_s,
             "counter_w": m.energy_j["gpu:0"] / m.duration_s,
@@ -290,11 +315,6 @@ def main() -> None:
             row = agreement(fast, slow, load, f"{kind}, {seconds:g} s")
             result["windows"].append(row)
             print(json.dumps(row), flush=True)
-        result["sampled_columns"] = [d for d in result["windows"][0]["mean_w"] if d != "gpu:0"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "nvml_validation.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "nvml_validation.md").write_text(markdown(result))
-    print(markdown(result))
 
 
 if __name__ == "__main__":
