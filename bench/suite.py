@@ -267,11 +267,21 @@ def load(name_or_path: str) -> Suite:
 
 
 def narrow(suite: Suite, **filters: list[str] | None) -> Suite:
-    """Keep the cases whose fields are in every non-empty filter (``arch=["gpt"]``, ...)."""
+    """Keep the cases whose fields are in every non-empty filter (``arch=["gpt"]``, ...).
+
+    A value that no case of the suite has (a typo, most often) is an error naming it."""
     cases = suite.cases
     for key, wanted in filters.items():
-        if wanted:
-            cases = tuple(c for c in cases if _matches(getattr(c, key), wanted, key))
+        if not wanted:
+            continue
+        for value in wanted:
+            if not any(_matches(getattr(c, key), [value], key) for c in suite.cases):
+                known = ", ".join(dict.fromkeys(getattr(c, key) for c in suite.cases))
+                raise SuiteError(
+                    f"--{key} {value!r} matches no case of suite {suite.name!r}; "
+                    f"its {key} values: {known}"
+                )
+        cases = tuple(c for c in cases if _matches(getattr(c, key), wanted, key))
     return dataclasses.replace(suite, cases=cases)
 
 

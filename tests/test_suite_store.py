@@ -45,6 +45,8 @@ def test_matrix_expands_with_defaults_and_generate() -> None:
     assert any("lstm" in s and "key/value cache" in s for s in suite.skipped)
     assert [c.arch for c in narrow(suite, arch=["lstm"]).cases] == ["lstm"]
     assert len(narrow(suite, phase=["generate"]).cases) == 2
+    with pytest.raises(SuiteError, match=r"--phase 'trian' matches no case of suite 'mini'; "):
+        narrow(suite, phase=["train", "trian"])
 
 
 @pytest.mark.parametrize(
