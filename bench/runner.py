@@ -15,6 +15,7 @@ import platform
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from bench.sensors import NvmlSensor
 from bench.stats import relative_half_width
 from bench.store import ResultRow, Store
 from bench.suite import Case, Suite
+from bench.watchdog import Watchdog
 from bench.workloads import Work, Workload, make_workload
 from models import build, count_parameters
 
@@ -236,8 +238,9 @@ class Runner:
         if self.store is not None:
             self._begin()
         status = "ok"
+        limit = suite.measure.case_timeout_s + suite.measure.hang_grace_s
         try:
-            with self.interrupt.installed():
+            with self.interrupt.installed(), Watchdog(limit, self._hung) as watchdog:
                 if suite.measure.idle_baseline_s > 0:
                     self.on_event("idle", {"seconds": suite.measure.idle_baseline_s})
                     self.meter.idle_baseline(suite.measure.idle_baseline_s)
@@ -246,7 +249,9 @@ class Runner:
                         status = "interrupted"
                         break
                     self.on_event("case", {"index": index, "case": case})
-                    if not self._case(case):
+                    with watchdog.watching(case):
+                        ok = self._case(case)
+                    if not ok:
                         status = "failed" if status == "ok" else status
                 if self.interrupt.requested:
                     status = "interrupted"
@@ -259,6 +264,22 @@ class Runner:
             if self.store is not None:
                 self._end(status)
         return status
+
+    def _hung(self, case: Case, elapsed: float) -> None:
+        """From the watchdog's thread: the case is stuck inside a step and the process is about
+        to end. Record it, with this thread's own connection to the store."""
+        m = self.suite.measure
+        message = (
+            f"hung: one step still running after {elapsed:.0f} s (case_timeout_s "
+            f"{m.case_timeout_s:g} + hang_grace_s {m.hang_grace_s:g}); the run stopped here"
+        )
+        where = ""
+        if self.store is not None:
+            where = f"; finished rows are in {self.store.path}"
+            with Store(self.store.path) as store:
+                store.add_row(self._row(case, 0, status="failed", error=message))
+                store.end_run(self.run_id, "failed", _now())
+        print(f"\ncarbonbench: error: {case.case_id} {message}{where}", file=sys.stderr)
 
     def _begin(self) -> None:
         suite = self.suite

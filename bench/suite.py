@@ -24,7 +24,9 @@ budget_s = 120                 # ... or until a case has spent this long (then s
 max_repeats = 30
 idle_baseline_s = 5
 interval_s = 0.1
-case_timeout_s = 600
+case_timeout_s = 600          # checked between steps: the case fails, the suite goes on
+hang_grace_s = 60              # a step still running this long after the timeout: the run
+                               # records the case as hung and exits (status 3)
 new_tokens = 32                # decode: tokens generated per step
 
 [target]                       # train-to-target
@@ -96,6 +98,7 @@ class Measure:
     idle_baseline_s: float = 5.0
     interval_s: float = 0.1
     case_timeout_s: float = 600.0
+    hang_grace_s: float = 60.0
     new_tokens: int = 32
 
 
@@ -229,6 +232,8 @@ def parse(text: str, source: str) -> Suite:
     measure = _section(source, data.get("measure", {}), Measure, "measure")
     if measure.repeats < 1 or measure.max_repeats < measure.repeats:
         raise SuiteError(f"{source}: [measure] needs 1 <= repeats <= max_repeats")
+    if measure.hang_grace_s <= 0:
+        raise SuiteError(f"{source}: [measure].hang_grace_s must be positive")
     cases, skipped = [], []
     for combo in itertools.product(*matrix.values()):
         values = dict(zip(matrix, combo, strict=True))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -153,6 +155,54 @@ def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+HANG = """
+import sys, threading
+
+import bench.runner
+from bench.cli import main
+
+real = bench.runner.make_workload
+
+
+def hanging(model, phase, **kwargs):  # a fault injected by the test: gru's steps never return
+    workload = real(model, phase, **kwargs)
+    if model.arch == "gru":
+        workload.step = lambda: threading.Event().wait()
+    return workload
+
+
+bench.runner.make_workload = hanging
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_step_that_never_returns_is_recorded_as_hung_and_the_run_ends(tmp_path) -> None:
+    suite_file = tmp_path / "s.toml"
+    text = fast_suite(archs=("gpt", "gru", "lstm"), timeout=5).text
+    suite_file.write_text(
+        text.replace("case_timeout_s = 5", "case_timeout_s = 5\nhang_grace_s = 1")
+    )
+    db = tmp_path / "h.sqlite"
+    argv = ["run", "--suite", str(suite_file), "--db", str(db)]
+    done = subprocess.run(
+        [sys.executable, "-c", HANG, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("carbonbench:")]
+    assert line.startswith("carbonbench: error: gru/tiny/") and "hung: one step" in line
+    assert f"finished rows are in {db}" in line
+    with Store(db, create=False) as store:
+        (run,) = store.runs()
+        rows = store.rows(run["run_id"])
+    assert run["status"] == "failed"
+    assert [(r["arch"], r["status"]) for r in rows] == [
+        ("gpt", "ok"),
+        ("gpt", "ok"),
+        ("gru", "failed"),
+    ]
+    assert rows[-1]["error"].startswith("hung: one step still running after")
+
+
 def test_energy_to_target(tmp_path) -> None:
     status, runner, store = run(fast_suite(phases=("train-to-target",), target=6.5), tmp_path)
     (row,) = store.rows(runner.run_id)
@@ -234,7 +284,11 @@ def test_cli_run_export_and_runs(tmp_path, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--arch", "nope"], "no case of suite 'smoke' matches the filters given"),
+        (["run", "--arch", "nope"], "--arch 'nope' matches no case of suite 'smoke'; its arch"),
+        (
+            ["run", "--arch", "rnn", "--phase", "prefill"],
+            "no case of suite 'smoke' matches the filters given",
+        ),
         (["run", "--suite", "weekly"], "no suite named 'weekly'"),
         (["export", "--format", "json", "--db", "{tmp}/absent.sqlite"], "no results store at"),
         (["export", "--format", "json", "--db", "{tmp}/junk.sqlite"], "not a readable SQLite"),
