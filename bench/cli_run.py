@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ FILTERS = ("arch", "phase", "size", "device", "impl", "dtype")  # narrow a suite
 
 def add_run_parser(commands) -> None:
     run = commands.add_parser("run", help="run a benchmark suite and store its results")
-    run.add_argument("--suite", default="smoke", help="built-in name (smoke, nightly) or path")
+    run.add_argument("--suite", help="built-in name (smoke, gpu, nightly) or path (default: smoke)")
     for name in FILTERS:
         run.add_argument(
             f"--{name}",
@@ -41,6 +42,12 @@ def add_run_parser(commands) -> None:
         type=int,
         metavar="N",
         help="train with DistributedDataParallel over N processes on this host",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="REF",
+        help="add the cases a stopped run (id, latest, latest~N) has no rows for, with its "
+        "suite, filters, label and carbon settings",
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(handler=run_command)
@@ -87,17 +94,22 @@ def run_command(args: argparse.Namespace) -> int:
     from bench.sensors import detect_sensors
     from bench.suite import load, narrow
 
-    suite = narrow(load(args.suite), **{name: getattr(args, name) for name in FILTERS})
-    if not suite.cases:
-        raise ValueError(f"no case of suite {suite.name!r} matches the filters given")
-    c = suite.carbon
-    given = args.carbon_intensity is not None or args.country or args.cloud
-    carbon = resolve(
-        intensity=args.carbon_intensity if given else c.intensity,
-        country=args.country if given else c.country,
-        cloud=args.cloud if given else c.cloud,
-        pue=args.pue if args.pue is not None else c.pue,
-    )
+    if args.resume is not None:
+        suite, carbon, options = _resumed(args)
+    else:
+        filters = {name: getattr(args, name) for name in FILTERS if getattr(args, name)}
+        suite = narrow(load(args.suite or "smoke"), **filters)
+        if not suite.cases:
+            raise ValueError(f"no case of suite {suite.name!r} matches the filters given")
+        c = suite.carbon
+        given = args.carbon_intensity is not None or args.country or args.cloud
+        carbon = resolve(
+            intensity=args.carbon_intensity if given else c.intensity,
+            country=args.country if given else c.country,
+            cloud=args.cloud if given else c.cloud,
+            pue=args.pue if args.pue is not None else c.pue,
+        )
+        options = RunOptions(label=args.label, corpus=args.corpus, filters=filters)
     console = Console(stderr=args.json)
     from bench.distributed import launch, run_rank, topology_from_env, training_only
 
@@ -108,7 +120,6 @@ def run_command(args: argparse.Namespace) -> int:
         suite = training_only(suite)
         if not suite.cases:
             raise ValueError(f"suite {suite.name!r} has no train case to run distributed")
-        options = RunOptions(label=args.label, corpus=args.corpus)
         try:
             if topology is not None:  # under torchrun: this is one rank
                 run_id, _ = run_rank(suite, str(args.db), carbon, options, cpu_tdp_w=args.cpu_tdp)
@@ -150,17 +161,13 @@ def run_command(args: argparse.Namespace) -> int:
                 row = info["row"]
                 progress.console.print(f"[red]failed[/] {row.case_id}: {row.error}")
 
-        runner = Runner(
-            suite,
-            store,
-            meter,
-            carbon,
-            RunOptions(label=args.label, corpus=args.corpus),
-            on_event,
-        )
+        runner = Runner(suite, store, meter, carbon, options, on_event)
         with progress:
             status = runner.run()
             progress.update(task, completed=len(suite.cases), description="done")
+    if options.resume is not None:  # the whole run, the rows from before too
+        store.close()
+        return _print_stored(console, args, runner.run_id, carbon)
     result = {
         "run_id": runner.run_id,
         "status": status,
@@ -173,6 +180,61 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         _print_summary(console, result, carbon)
     return 0 if status == "ok" else 1
+
+
+def _resumed(args: argparse.Namespace):
+    """(suite, carbon, options) to finish a stopped run: its cases without rows, measured
+    as it was (suite, filters, label, carbon settings) on the same machine."""
+    from bench.carbon import CarbonSettings, Intensity
+    from bench.runner import RunOptions, run_hardware
+    from bench.suite import narrow, parse
+
+    mixed = [f"--{n}" for n in ("suite", *FILTERS, "label", "nproc") if getattr(args, n)]
+    mixed += ["carbon options"] * any(
+        getattr(args, n) is not None for n in ("carbon_intensity", "country", "cloud", "pue")
+    )
+    if mixed:
+        raise ValueError(
+            f"--resume measures as the run did: drop {', '.join(mixed)} (a new run takes them)"
+        )
+    with Store(args.db, create=False) as store:
+        run_id = store.resolve(args.resume)
+        run = next(r for r in store.runs() if r["run_id"] == run_id)
+        done = {r["case_id"] for r in store.rows(run_id)}
+    meta = run["metadata"]
+    if run["status"] == "running" and _alive(meta):
+        pid = (meta.get("process") or {}).get("pid")
+        raise ValueError(f"run {run_id} is still running (process {pid} on {meta.get('host')})")
+    if (meta.get("world_size") or 1) > 1:
+        raise ValueError(f"run {run_id} was distributed: --resume takes single-process runs")
+    here, then = run_hardware(), {k: meta.get(k) for k in run_hardware()}
+    if here != then:
+        raise ValueError(f"run {run_id} ran on other hardware ({then}); this is {here}")
+    suite = narrow(parse(run["suite_text"], run["suite_source"]), **meta.get("filters", {}))
+    suite = dataclasses.replace(suite, cases=tuple(c for c in suite.cases if c.case_id not in done))
+    if not suite.cases:
+        raise ValueError(f"run {run_id} has rows for every case: nothing to resume")
+    c = meta["carbon"]
+    intensity = Intensity(c["intensity_g_per_kwh"], c["source"], c["year"], c["region"])
+    carbon = CarbonSettings(intensity, c["pue"], c["pue_source"])
+    options = RunOptions(label=run["label"], filters=meta.get("filters", {}), resume=run_id)
+    return suite, carbon, options
+
+
+def _alive(meta: dict[str, Any]) -> bool:
+    """Whether the process that wrote a run marked running may still be at it."""
+    import socket
+
+    import psutil
+
+    recorded = meta.get("process") or {}
+    if meta.get("host") != socket.gethostname() or "pid" not in recorded:
+        return True  # another machine's, or of unknown process: assume so
+    try:
+        process = psutil.Process(recorded["pid"])
+    except psutil.NoSuchProcess:
+        return False
+    return process.pid != os.getpid() and process.create_time() <= recorded["started"]
 
 
 def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:

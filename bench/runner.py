@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -64,6 +64,8 @@ class RunOptions:
     corpus: str | None = None
     seed: int = 0
     cpu_tdp_w: float | None = None
+    filters: dict[str, list[str]] = field(default_factory=dict)  # stored: --resume reapplies
+    resume: str | None = None  # the id of a stopped run to add the remaining cases to
 
 
 class _Interrupt:
@@ -118,21 +120,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_metadata(meter: EnergyMeter, carbon: CarbonSettings) -> dict[str, Any]:
-    """What a reader needs to interpret a run: hardware, software, sensors, constants."""
+def run_hardware() -> dict[str, Any]:
+    """The machine a run measured: what rows added by ``--resume`` must share."""
     from bench.sensors.modelled import cpu_name
 
     gpus = []
     if torch.cuda.is_available():
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"host": socket.gethostname(), "cpu": cpu_name(), "gpus": gpus}
+
+
+def run_metadata(meter: EnergyMeter, carbon: CarbonSettings) -> dict[str, Any]:
+    """What a reader needs to interpret a run: hardware, software, sensors, constants."""
     nvml = next((s for s in meter.sensors if isinstance(s, NvmlSensor)), None)
     driver = nvml.driver_version() if nvml is not None else None
     return {
-        "host": socket.gethostname(),
+        **run_hardware(),
         "platform": platform.platform(),
-        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
-        "gpus": gpus,
         "driver": driver,
         "cuda": torch.version.cuda,
         "versions": _versions(),
@@ -283,6 +288,13 @@ class Runner:
 
     def _begin(self) -> None:
         suite = self.suite
+        # with the host: whether a run marked running still has a process at it
+        process = {"pid": os.getpid(), "started": time.time()}
+        if self.options.resume is not None:
+            self.run_id = self.options.resume
+            before = next(r for r in self.store.runs() if r["run_id"] == self.run_id)
+            self.store.reopen_run(self.run_id, before["metadata"] | {"process": process})
+            return
         self.store.begin_run(
             self.run_id,
             label=self.options.label,
@@ -290,7 +302,8 @@ class Runner:
             suite_source=suite.source,
             suite_text=suite.text,
             started_at=_now(),
-            metadata=run_metadata(self.meter, self.carbon) | {"world_size": self.world_size},
+            metadata=run_metadata(self.meter, self.carbon)
+            | {"world_size": self.world_size, "filters": self.options.filters, "process": process},
         )
 
     def _end(self, status: str) -> None:
@@ -303,6 +316,12 @@ class Runner:
             "reads": self.meter.sampler_reads,
             "cpu_s": self.meter.sampler_cpu_s,
         }
+        metadata["filters"] = self.options.filters
+        if self.options.resume is not None:  # the status of the whole run, earlier rows too
+            before = next(r for r in self.store.runs() if r["run_id"] == self.run_id)
+            metadata["resumed_at"] = [*before["metadata"].get("resumed_at", []), _now()]
+            if status == "ok" and any(r["status"] != "ok" for r in self.store.rows(self.run_id)):
+                status = "failed"
         self.store.end_run(self.run_id, status, _now(), metadata)
 
     def _row(self, case: Case, repeat: int, **values: Any) -> ResultRow:

@@ -225,6 +225,15 @@ class Store:
                 ),
             )
 
+    def reopen_run(self, run_id: str, metadata: dict[str, Any]) -> None:
+        """Mark a stopped run as running again: ``carbonbench run --resume``."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE runs SET status = 'running', ended_at = NULL, metadata = ? "
+                "WHERE run_id = ?",
+                (json.dumps(metadata, default=str), run_id),
+            )
+
     def end_run(self, run_id: str, status: str, ended_at: str, metadata: dict | None = None):
         with self._transaction():
             self.db.execute(

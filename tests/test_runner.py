@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from bench.meter import EnergyMeter
 from bench.runner import Runner, RunOptions
 from bench.sensors import ModelledCpuSensor, ModelledRamSensor
 from bench.store import Store
-from bench.suite import parse
+from bench.suite import narrow, parse
 from bench.summary import summarise
 from bench.workloads import make_workload
 from models import build
@@ -201,6 +202,54 @@ def test_a_step_that_never_returns_is_recorded_as_hung_and_the_run_ends(tmp_path
         ("gru", "failed"),
     ]
     assert rows[-1]["error"].startswith("hung: one step still running after")
+    # the cases after the hung one: --resume adds them to the same run
+    assert main(["run", "--resume", "latest", "--db", str(db)]) == 1  # gru stays failed
+    with Store(db, create=False) as store:
+        (run,) = store.runs()
+        arches = [r["arch"] for r in store.rows(run["run_id"])]
+    assert arches == ["gpt", "gpt", "gru", "lstm", "lstm"] and run["status"] == "failed"
+
+
+def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -> None:
+    def on_event(kind, info):
+        if kind == "row" and info["row"].repeat == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after the first window
+
+    suite = fast_suite(archs=("rnn", "gru", "gpt"))
+    store = Store(tmp_path / "r.sqlite")
+    with EnergyMeter([ModelledCpuSensor(), ModelledRamSensor()], 0.02) as meter:
+        carbon = resolve(intensity=123.0)
+        options = RunOptions(label="night", filters={"arch": ["rnn", "gru"]})
+        runner = Runner(narrow(suite, arch=["rnn", "gru"]), store, meter, carbon, options, on_event)
+        assert runner.run() == "interrupted"
+    store.close()
+    db = str(tmp_path / "r.sqlite")
+    assert main(["run", "--resume", "latest", "--arch", "gpt", "--db", db]) == 2
+    assert "--resume measures as the run did: drop --arch" in capsys.readouterr().err
+    assert main(["run", "--resume", "latest", "--db", db, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["run_id"] == runner.run_id and result["status"] == "ok"
+    with Store(db, create=False) as again:
+        (run,) = again.runs()
+        rows = again.rows(runner.run_id)
+    # rnn kept its one window from before; gru was added; gpt stays filtered out
+    assert [(r["arch"], r["repeat"]) for r in rows] == [("rnn", 0), ("gru", 0), ("gru", 1)]
+    assert {r["intensity_g_per_kwh"] for r in rows} == {123.0}
+    assert run["label"] == "night" and len(run["metadata"]["resumed_at"]) == 1
+    assert [c["arch"] for c in result["cases"]] == ["rnn", "gru"]
+    assert main(["run", "--resume", "latest", "--db", db]) == 2
+    assert "has rows for every case: nothing to resume" in capsys.readouterr().err
+    with Store(db, create=False) as again:  # marked running by a process that is alive
+        alive = {"pid": os.getppid(), "started": time.time()}
+        again.reopen_run(runner.run_id, run["metadata"] | {"process": alive})
+    assert main(["run", "--resume", "latest", "--db", db]) == 2
+    assert f"run {runner.run_id} is still running (process {os.getppid()}" in (
+        capsys.readouterr().err
+    )
+    with Store(db, create=False) as again:  # a run of another machine
+        again.end_run(runner.run_id, "failed", "now", run["metadata"] | {"cpu": "Other CPU"})
+    assert main(["run", "--resume", "latest", "--db", db]) == 2
+    assert "ran on other hardware" in capsys.readouterr().err
 
 
 def test_energy_to_target(tmp_path) -> None:
