@@ -114,6 +114,8 @@ def run_command(args: argparse.Namespace) -> int:
     from bench.distributed import launch, run_rank, topology_from_env, training_only
 
     topology = topology_from_env()
+    if options.resume is not None and topology is not None:
+        raise ValueError("--resume takes single-process runs, not a torchrun job")
     if args.nproc is not None or topology is not None:
         from bench.runner import JobFailed, RunOptions
 
