@@ -109,7 +109,9 @@ def run_command(args: argparse.Namespace) -> int:
             cloud=args.cloud if given else c.cloud,
             pue=args.pue if args.pue is not None else c.pue,
         )
-        options = RunOptions(label=args.label, corpus=args.corpus, filters=filters)
+        options = RunOptions(
+            label=args.label, corpus=args.corpus, cpu_tdp_w=args.cpu_tdp, filters=filters
+        )
     console = Console(stderr=args.json)
     from bench.distributed import launch, run_rank, topology_from_env, training_only
 
@@ -124,11 +126,13 @@ def run_command(args: argparse.Namespace) -> int:
             raise ValueError(f"suite {suite.name!r} has no train case to run distributed")
         try:
             if topology is not None:  # under torchrun: this is one rank
-                run_id, _ = run_rank(suite, str(args.db), carbon, options, cpu_tdp_w=args.cpu_tdp)
+                run_id, _ = run_rank(
+                    suite, str(args.db), carbon, options, cpu_tdp_w=options.cpu_tdp_w
+                )
                 if topology.rank != 0:
                     return 0
             else:
-                run_id = launch(args.nproc, suite, str(args.db), carbon, options, args.cpu_tdp)
+                run_id = launch(args.nproc, suite, str(args.db), carbon, options, options.cpu_tdp_w)
         except JobFailed as error:  # one line; the rows finished before it are stored
             print(f"carbonbench: error: {error}; finished rows are in {args.db}", file=sys.stderr)
             return 1
@@ -138,7 +142,7 @@ def run_command(args: argparse.Namespace) -> int:
         return _print_stored(console, args, run_id, carbon)
     store = Store(args.db)
     uses_gpu = any(case.device.startswith("cuda") for case in suite.cases)
-    detection = detect_sensors(gpu=uses_gpu, cpu_tdp_w=args.cpu_tdp)
+    detection = detect_sensors(gpu=uses_gpu, cpu_tdp_w=options.cpu_tdp_w)
     for diagnostic in detection.diagnostics:
         console.print(f"[yellow]note[/] {diagnostic}", highlight=False)
     with EnergyMeter(detection.sensors, suite.measure.interval_s) as meter:
@@ -191,7 +195,8 @@ def _resumed(args: argparse.Namespace):
     from bench.runner import RunOptions, run_hardware
     from bench.suite import narrow, parse
 
-    mixed = [f"--{n}" for n in ("suite", *FILTERS, "label", "nproc") if getattr(args, n)]
+    names = ("suite", *FILTERS, "label", "nproc", "corpus", "cpu_tdp")
+    mixed = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n)]
     mixed += ["carbon options"] * any(
         getattr(args, n) is not None for n in ("carbon_intensity", "country", "cloud", "pue")
     )
@@ -219,7 +224,15 @@ def _resumed(args: argparse.Namespace):
     c = meta["carbon"]
     intensity = Intensity(c["intensity_g_per_kwh"], c["source"], c["year"], c["region"])
     carbon = CarbonSettings(intensity, c["pue"], c["pue_source"])
-    options = RunOptions(label=run["label"], filters=meta.get("filters", {}), resume=run_id)
+    stored = meta.get("options") or {}
+    options = RunOptions(
+        label=run["label"],
+        corpus=stored.get("corpus"),
+        seed=stored.get("seed", 0),
+        cpu_tdp_w=stored.get("cpu_tdp_w"),
+        filters=meta.get("filters", {}),
+        resume=run_id,
+    )
     return suite, carbon, options
 
 

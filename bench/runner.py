@@ -270,6 +270,11 @@ class Runner:
                 self._end(status)
         return status
 
+    def _stored_options(self) -> dict[str, Any]:
+        """What else decides the numbers, for a reader and for ``--resume``."""
+        o = self.options
+        return {"corpus": o.corpus, "cpu_tdp_w": o.cpu_tdp_w, "seed": o.seed}
+
     def _hung(self, case: Case, elapsed: float) -> None:
         """From the watchdog's thread: the case is stuck inside a step and the process is about
         to end. Record it, with this thread's own connection to the store."""
@@ -303,7 +308,12 @@ class Runner:
             suite_text=suite.text,
             started_at=_now(),
             metadata=run_metadata(self.meter, self.carbon)
-            | {"world_size": self.world_size, "filters": self.options.filters, "process": process},
+            | {
+                "world_size": self.world_size,
+                "filters": self.options.filters,
+                "options": self._stored_options(),
+                "process": process,
+            },
         )
 
     def _end(self, status: str) -> None:
@@ -317,6 +327,7 @@ class Runner:
             "cpu_s": self.meter.sampler_cpu_s,
         }
         metadata["filters"] = self.options.filters
+        metadata["options"] = self._stored_options()
         if self.options.resume is not None:  # the status of the whole run, earlier rows too
             before = next(r for r in self.store.runs() if r["run_id"] == self.run_id)
             metadata["resumed_at"] = [*before["metadata"].get("resumed_at", []), _now()]

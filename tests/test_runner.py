@@ -219,7 +219,7 @@ def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -
     store = Store(tmp_path / "r.sqlite")
     with EnergyMeter([ModelledCpuSensor(), ModelledRamSensor()], 0.02) as meter:
         carbon = resolve(intensity=123.0)
-        options = RunOptions(label="night", filters={"arch": ["rnn", "gru"]})
+        options = RunOptions(label="night", cpu_tdp_w=42.0, filters={"arch": ["rnn", "gru"]})
         runner = Runner(narrow(suite, arch=["rnn", "gru"]), store, meter, carbon, options, on_event)
         assert runner.run() == "interrupted"
     store.close()
@@ -236,6 +236,9 @@ def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -
     assert [(r["arch"], r["repeat"]) for r in rows] == [("rnn", 0), ("gru", 0), ("gru", 1)]
     assert {r["intensity_g_per_kwh"] for r in rows} == {123.0}
     assert run["label"] == "night" and len(run["metadata"]["resumed_at"]) == 1
+    assert run["metadata"]["sensor_constants"]["modelled-cpu"]["p_max_w"] == 42.0
+    assert main(["run", "--resume", "latest", "--cpu-tdp", "9", "--db", db]) == 2
+    assert "drop --cpu-tdp" in capsys.readouterr().err
     assert [c["arch"] for c in result["cases"]] == ["rnn", "gru"]
     assert main(["run", "--resume", "latest", "--db", db]) == 2
     assert "has rows for every case: nothing to resume" in capsys.readouterr().err
