@@ -206,7 +206,7 @@ def _resumed(args: argparse.Namespace):
         )
     with Store(args.db, create=False) as store:
         run_id = store.resolve(args.resume)
-        run = next(r for r in store.runs() if r["run_id"] == run_id)
+        run = store.run(run_id)
         done = {r["case_id"] for r in store.rows(run_id)}
     meta = run["metadata"]
     if run["status"] == "running" and _alive(meta):
@@ -214,7 +214,8 @@ def _resumed(args: argparse.Namespace):
         raise ValueError(f"run {run_id} is still running (process {pid} on {meta.get('host')})")
     if (meta.get("world_size") or 1) > 1:
         raise ValueError(f"run {run_id} was distributed: --resume takes single-process runs")
-    here, then = run_hardware(), {k: meta.get(k) for k in run_hardware()}
+    here = run_hardware()
+    then = {k: meta.get(k) for k in here}
     if here != then:
         raise ValueError(f"run {run_id} ran on other hardware ({then}); this is {here}")
     suite = narrow(parse(run["suite_text"], run["suite_source"]), **meta.get("filters", {}))
@@ -256,7 +257,7 @@ def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbo
     """The summary of a run from its stored rows (a distributed run's rank 0 wrote them)."""
     with Store(args.db, create=False) as store:
         rows = store.rows(run_id)
-        status = next(r["status"] for r in store.runs() if r["run_id"] == run_id)
+        status = store.run(run_id)["status"]
     result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": _cases(rows)}
     if args.json:
         print(json.dumps(result, indent=2))

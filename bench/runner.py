@@ -297,7 +297,7 @@ class Runner:
         process = {"pid": os.getpid(), "started": time.time()}
         if self.options.resume is not None:
             self.run_id = self.options.resume
-            before = next(r for r in self.store.runs() if r["run_id"] == self.run_id)
+            before = self.store.run(self.run_id)
             self.store.reopen_run(self.run_id, before["metadata"] | {"process": process})
             return
         self.store.begin_run(
@@ -329,7 +329,7 @@ class Runner:
         metadata["filters"] = self.options.filters
         metadata["options"] = self._stored_options()
         if self.options.resume is not None:  # the status of the whole run, earlier rows too
-            before = next(r for r in self.store.runs() if r["run_id"] == self.run_id)
+            before = self.store.run(self.run_id)
             metadata["resumed_at"] = [*before["metadata"].get("resumed_at", []), _now()]
             if status == "ok" and any(r["status"] != "ok" for r in self.store.rows(self.run_id)):
                 status = "failed"

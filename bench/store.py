@@ -261,6 +261,13 @@ class Store:
         rows = self.db.execute("SELECT * FROM runs ORDER BY seq").fetchall()
         return [{**dict(r), "metadata": json.loads(r["metadata"])} for r in rows]
 
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One run's record, by its exact id (``resolve`` turns a reference into one)."""
+        row = self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id!r} in {self.path}")
+        return {**dict(row), "metadata": json.loads(row["metadata"])}
+
     def resolve(self, ref: str) -> str:
         """A run id from an id (or unique prefix), ``latest`` or ``latest~N``."""
         match = re.fullmatch(r"latest(?:~(\d+))?", ref)
