@@ -57,7 +57,7 @@ class Side:
     history: dict[str, list[float]] = field(default_factory=dict)  # case -> earlier medians
     carbon: str | None = None  # intensity and PUE, to tell settings changes from code changes
     suite_text: str | None = None  # its [thresholds], if any, apply
-    failed: dict[str, str] = field(default_factory=dict)  # case -> error, no repeat measured
+    failed: dict[str, str] = field(default_factory=dict)  # case -> error of a failed window
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Comparison:
     only_baseline: list[str]
     only_current: list[str]
     notes: list[str]
-    failed: dict[str, str] = field(default_factory=dict)  # measured in the baseline, not now
+    failed: dict[str, str] = field(default_factory=dict)  # fine in the baseline, failing now
 
     @property
     def regressions(self) -> list[Verdict]:
@@ -104,7 +104,7 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        """The gate: no regression, and no case that the baseline measured failing now."""
+        """The gate: no regression, and no case failing now that the baseline measured."""
         return not self.regressions and not self.failed
 
     def to_json(self) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def _hardware(metadata: dict[str, Any]) -> dict[str, Any]:
 def side_from_store(store: Store, ref: str) -> Side:
     run_id = store.resolve(ref)
     runs = store.runs()
-    run = next(r for r in runs if r["run_id"] == run_id)
+    run = store.run(run_id)
     samples: dict[str, dict[str, list[float]]] = {}
     errors: dict[str, str] = {}
     for row in store.rows(run_id):
@@ -174,7 +174,7 @@ def side_from_store(store: Store, ref: str) -> Side:
         history,
         setting,
         run["suite_text"],
-        {case: error for case, error in errors.items() if case not in samples},
+        errors,
     )
 
 
@@ -353,7 +353,11 @@ def compare(
             )
     if floor_cases := [c for c in common if noise_floor(current.history.get(c, []))]:
         notes.append(f"noise floor from history applied to {len(floor_cases)} case(s)")
-    failed = {c: e for c, e in sorted(current.failed.items()) if c in baseline.samples}
+    failed = {  # a case the baseline measured without failing, failing now (even part-way)
+        c: e
+        for c, e in sorted(current.failed.items())
+        if c in baseline.samples and c not in baseline.failed
+    }
     return Comparison(
         baseline.name,
         current.name,

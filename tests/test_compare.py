@@ -217,6 +217,13 @@ def test_a_case_failing_now_fails_the_gate(tmp_path, capsys) -> None:
     text = summary.read_text()
     assert "1 case(s) failing" in text and "`gpt/tiny`: NaN loss at step 3" in text
     assert "| case | metric |" not in text  # no verdicts: no empty table
+    with Store(db) as store:  # measured windows, then a failure: still failing now
+        _store_run(store, "partial", 10.0)
+        store.add_row(row("partial", repeat=5, status="failed", error="timed out"))
+    assert main(["compare", "base", "partial", "--db", str(db)]) == 1
+    assert "failing now gpt/tiny: timed out" in capsys.readouterr().out
+    assert main(["compare", "partial", "partial", "--db", str(db)]) == 0  # failed in both
+    capsys.readouterr()
     assert main(["compare", "broken", "base", "--db", str(db), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["failed_in_current"] == {} and result["passed"] is True
