@@ -128,11 +128,10 @@ class DistributedRunner(Runner):
         if self.db is None or not os.path.exists(self.db):
             return
         with contextlib.suppress(Exception), Store(self.db, create=False) as store:
-            if any(r["run_id"] == self.run_id for r in store.runs()):  # rank 0's store
-                case = self._current
-                error = f"rank {self.rank}: {message}"
-                store.add_row(self._row(case, 0, status="failed", error=error))
-                store.end_run(self.run_id, "failed", _now())
+            store.run(self.run_id)  # raises unless this file is rank 0's store
+            error = f"rank {self.rank}: {message}"
+            store.add_row(self._row(self._current, 0, status="failed", error=error))
+            store.end_run(self.run_id, "failed", _now())
 
     def _case(self, case: Case) -> bool:
         self._current = case
