@@ -1,5 +1,5 @@
-"""``python -m bench`` is ``carbonbench``."""
+"""``python -m carbonbench`` is ``carbonbench``."""
 
-from bench.cli import main
+from carbonbench.cli import main
 
 raise SystemExit(main())

@@ -7,8 +7,12 @@ data. co2e_g = kWh x PUE x intensity.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
+
+from carbonbench.errors import InputError
 
 J_PER_KWH = 3.6e6
 
@@ -33,6 +37,31 @@ class CarbonSettings:
     def co2e_g(self, joules: float) -> float:
         return self.kwh(joules) * self.pue * self.intensity.g_per_kwh
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as stored with a run (and read back by ``from_dict``)."""
+        return {
+            "intensity_g_per_kwh": self.intensity.g_per_kwh,
+            "source": self.intensity.source,
+            "year": self.intensity.year,
+            "region": self.intensity.region,
+            "pue": self.pue,
+            "pue_source": self.pue_source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CarbonSettings:
+        intensity = Intensity(
+            float(data["intensity_g_per_kwh"]),
+            str(data["source"]),
+            data.get("year"),
+            data.get("region"),
+        )
+        return cls(intensity, float(data["pue"]), str(data.get("pue_source") or ""))
+
+    def describe(self) -> str:
+        """One line: what a reader needs to compare CO2e figures."""
+        return f"{self.intensity.g_per_kwh:g} g/kWh ({self.intensity.source}), PUE {self.pue:g}"
+
 
 @cache
 def _datasource():  # codecarbon's import is slow: only when a lookup is needed
@@ -54,7 +83,7 @@ def country_intensity(iso3: str) -> Intensity:
     mix = _datasource().get_global_energy_mix_data()
     code = iso3.upper()
     if code not in mix:
-        raise ValueError(
+        raise InputError(
             f"unknown country {iso3!r}: give an ISO 3166 alpha-3 code such as USA, FRA, DEU "
             "(codecarbon's energy-mix table)"
         )
@@ -70,12 +99,12 @@ def country_intensity(iso3: str) -> Intensity:
 def cloud_intensity(spec: str) -> Intensity:
     provider, sep, region = spec.partition(":")
     if not sep or not provider or not region:
-        raise ValueError(f"cloud must be PROVIDER:REGION (e.g. gcp:us-central1), got {spec!r}")
+        raise InputError(f"cloud must be PROVIDER:REGION (e.g. gcp:us-central1), got {spec!r}")
     table = _datasource().get_cloud_emissions_data()
     rows = table[(table["provider"] == provider.lower()) & (table["region"] == region)]
     if rows.empty:
         known = sorted(f"{p}:{r}" for p, r in zip(table["provider"], table["region"], strict=True))
-        raise ValueError(
+        raise InputError(
             f"no carbon data for cloud region {spec!r}; codecarbon's table covers "
             f"{', '.join(known[:6])}, ... ({len(known)} regions); for another provider give "
             "--country with the region's country, or --carbon-intensity"
@@ -97,10 +126,10 @@ def resolve(
 ) -> CarbonSettings:
     """Carbon settings from what the user gave, first that applies."""
     if sum(x is not None for x in (intensity, country, cloud)) > 1:
-        raise ValueError("give at most one of carbon intensity, country and cloud region")
+        raise InputError("give at most one of carbon intensity, country and cloud region")
     if intensity is not None:
         if intensity < 0:
-            raise ValueError(f"carbon intensity must be >= 0 g/kWh, got {intensity}")
+            raise InputError(f"carbon intensity must be >= 0 g/kWh, got {intensity}")
         chosen = Intensity(float(intensity), "given by the user (g CO2e/kWh)")
     elif country is not None:
         chosen = country_intensity(country)
@@ -111,7 +140,7 @@ def resolve(
     if pue is None:
         return CarbonSettings(chosen)
     if pue < 1.0:
-        raise ValueError(f"PUE must be >= 1.0 (facility energy / IT energy), got {pue}")
+        raise InputError(f"PUE must be >= 1.0 (facility energy / IT energy), got {pue}")
     return CarbonSettings(chosen, float(pue), "given by the user")
 
 

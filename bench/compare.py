@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from bench.store import Store
+from carbonbench.errors import InputError
+from carbonbench.hardware import Hardware
+from carbonbench.metrics import EXACT, STATISTICAL, row_metrics
+from carbonbench.store import Store
 
-STATISTICAL = ("energy_per_token", "time_per_token", "co2e_per_1k_tokens", "peak_memory")
-EXACT = ("flops_per_step", "params")
 METRICS = STATISTICAL + EXACT
 DEFAULT_THRESHOLD = 0.05
 ALPHA = 0.05  # with 3 repeats a side, the smallest one-sided p is 1/20
@@ -42,7 +43,7 @@ NOISE_FLOOR_K = 3.0
 MIN_REPEATS = 3
 
 
-class CompareError(ValueError):
+class CompareError(InputError):
     """Unusable input: exit status 2."""
 
 
@@ -124,25 +125,6 @@ class Comparison:
 # -- loading ----------------------------------------------------------------------------
 
 
-def _row_metrics(row: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    if row["tokens"]:
-        out["energy_per_token"] = row["energy_j"] / row["tokens"]
-        out["time_per_token"] = row["duration_s"] / row["tokens"]
-        out["co2e_per_1k_tokens"] = 1000 * row["co2e_g"] / row["tokens"]
-    if row["peak_memory_bytes"] is not None:
-        out["peak_memory"] = float(row["peak_memory_bytes"])
-    if row["steps"]:
-        out["flops_per_step"] = row["flops"] / row["steps"]
-    if row["params"] is not None:
-        out["params"] = float(row["params"])
-    return out
-
-
-def _hardware(metadata: dict[str, Any]) -> dict[str, Any]:
-    return {"cpu": metadata.get("cpu"), "gpus": metadata.get("gpus") or []}
-
-
 def side_from_store(store: Store, ref: str) -> Side:
     run_id = store.resolve(ref)
     runs = store.runs()
@@ -150,30 +132,30 @@ def side_from_store(store: Store, ref: str) -> Side:
     samples: dict[str, dict[str, list[float]]] = {}
     errors: dict[str, str] = {}
     for row in store.rows(run_id):
-        if row["status"] != "ok":
-            errors.setdefault(row["case_id"], row["error"] or "failed")
+        if row.status != "ok":
+            errors.setdefault(row.case_id, row.error or "failed")
             continue
-        for metric, value in _row_metrics(row).items():
-            samples.setdefault(row["case_id"], {}).setdefault(metric, []).append(value)
+        for metric, value in row_metrics(row).items():
+            if metric in METRICS:
+                samples.setdefault(row.case_id, {}).setdefault(metric, []).append(value)
     history: dict[str, list[float]] = {}
-    earlier = [r for r in runs if r["seq"] < run["seq"]][-HISTORY_RUNS:]
+    earlier = [r for r in runs if r.seq < run.seq][-HISTORY_RUNS:]
     for past in earlier:
         per_case: dict[str, list[float]] = {}
-        for row in store.rows(past["run_id"]):
-            if row["status"] == "ok" and row["tokens"]:
-                per_case.setdefault(row["case_id"], []).append(row["energy_j"] / row["tokens"])
+        for row in store.rows(past.run_id):
+            if row.ok:
+                per_case.setdefault(row.case_id, []).append(row_metrics(row)["energy_per_token"])
         for case_id, values in per_case.items():
             history.setdefault(case_id, []).append(float(np.median(values)))
-    carbon = run["metadata"].get("carbon") or {}
-    setting = f"{carbon.get('intensity_g_per_kwh')} g/kWh, PUE {carbon.get('pue')}"
+    carbon = run.carbon
     return Side(
         run_id,
         samples,
-        _hardware(run["metadata"]),
-        run["suite_name"],
+        run.hardware.comparable(),
+        run.suite_name,
         history,
-        setting,
-        run["suite_text"],
+        carbon.describe() if carbon is not None else None,
+        run.suite_text,
         errors,
     )
 
@@ -205,7 +187,7 @@ def side_from_benchmark_json(path: Path) -> Side:
         )
     machine = data.get("machine_info", {})
     hardware = (machine.get("carbonbench") or {}).get("hardware") or {"cpu": machine.get("cpu")}
-    return Side(str(path), samples, hardware, None)
+    return Side(str(path), samples, Hardware.from_dict(hardware).comparable(), None)
 
 
 def load_side(ref: str, db: str | Path) -> Side:

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from carbonbench.errors import InputError
+
 BOS = 0
 
 
@@ -31,7 +33,7 @@ class Batch:
 class MarkovSource:
     def __init__(self, vocab: int, seed: int = 0, branching: int = 8, spread: float = 1.5):
         if vocab < 2:
-            raise ValueError(f"a Markov source needs a vocabulary of at least 2, got {vocab}")
+            raise InputError(f"a Markov source needs a vocabulary of at least 2, got {vocab}")
         self.vocab = vocab
         branching = min(branching, vocab - 1)
         g = torch.Generator().manual_seed(seed)
@@ -92,16 +94,16 @@ class CorpusSource:
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise ValueError(f"cannot read corpus {path}: {error.strerror}") from None
+            raise InputError(f"cannot read corpus {path}: {error.strerror}") from None
         if len(data) < 2:
-            raise ValueError(f"corpus {path} is too short to train on ({len(data)} bytes)")
+            raise InputError(f"corpus {path} is too short to train on ({len(data)} bytes)")
         self.path = path
         self.data = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
         self._generator = torch.Generator().manual_seed(seed)
 
     def sample(self, batch: int, length: int) -> Tensor:
         if length > len(self.data):
-            raise ValueError(
+            raise InputError(
                 f"corpus {self.path} has {len(self.data)} bytes, fewer than one sequence of "
                 f"{length}: use a longer file or a shorter seq_len"
             )
@@ -135,8 +137,9 @@ def target_loss(entropy_rate: float | None, factor: float, absolute: float | Non
     if absolute is not None:
         return absolute
     if entropy_rate is None or entropy_rate <= 0:
-        raise ValueError(
-            "this data has no known entropy rate: give the target loss itself (target_loss)"
+        raise InputError(
+            "this data has no known entropy rate: give the target loss itself ([target].loss "
+            "in the suite)"
         )
     return entropy_rate * factor
 

@@ -25,13 +25,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from bench.carbon import CarbonSettings
-from bench.meter import EnergyMeter, Measurement
-from bench.runner import JobFailed, Runner, RunOptions, _device, _now
-from bench.sensors import NvmlSensor, Sensor, SensorUnavailable, detect_sensors
-from bench.store import ResultRow, Store
-from bench.suite import Case, Suite
-from bench.workloads import Work
+from carbonbench.carbon import CarbonSettings
+from carbonbench.errors import InputError
+from carbonbench.meter import EnergyMeter, Measurement
+from carbonbench.runner import JobFailed, Runner, RunOptions, _device, _now
+from carbonbench.sensors import COMPONENTS, Sensor, SensorOptions, detect_sensors
+from carbonbench.store import ResultRow, Store
+from carbonbench.suite import Case, Suite
+from carbonbench.workloads import Work
 
 
 def training_only(suite: Suite) -> Suite:
@@ -190,16 +191,15 @@ class DistributedRunner(Runner):
 
 
 def _sensors(topology: Topology, uses_gpu: bool, cpu_tdp_w: float | None) -> list[Sensor]:
-    """This rank's share: its own GPU; the host's domains on local rank 0 only."""
-    sensors: list[Sensor] = []
-    if uses_gpu:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        entry = visible.split(",")[topology.local_rank] if visible else str(topology.local_rank)
-        with contextlib.suppress(SensorUnavailable):  # then no GPU domain: visible in the rows
-            sensors.append(NvmlSensor(visible=entry, first_index=topology.local_rank))
+    """This rank's share: its own GPU; the host's components on local rank 0 only. A GPU no
+    source can measure has no domain, which its rows show."""
+    components = {"gpu"} if uses_gpu else set()
     if topology.local_rank == 0:
-        sensors += detect_sensors(gpu=False, cpu_tdp_w=cpu_tdp_w).sensors
-    return sensors
+        components |= set(COMPONENTS) - {"gpu"}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    entry = visible.split(",")[topology.local_rank] if visible else str(topology.local_rank)
+    options = SensorOptions(cpu_tdp_w=cpu_tdp_w, gpus=entry, first_gpu_index=topology.local_rank)
+    return detect_sensors(options, components=components).sensors
 
 
 def run_rank(
@@ -213,7 +213,7 @@ def run_rank(
     """This process's part of a distributed run; returns (run id, status)."""
     topology = topology_from_env()
     if topology is None:
-        raise ValueError("not inside a distributed job: launch with --nproc N or torchrun")
+        raise InputError("not inside a distributed job: launch with --nproc N or torchrun")
     suite = training_only(suite)
     uses_gpu = any(c.device.startswith("cuda") for c in suite.cases)
     backend = "nccl" if uses_gpu else "gloo"
@@ -221,7 +221,7 @@ def run_rank(
     if uses_gpu:  # nccl's barriers and object collectives run on the current device
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if topology.local_rank >= gpus:
-            raise ValueError(
+            raise InputError(
                 f"local rank {topology.local_rank} needs its own GPU, but torch sees {gpus} "
                 "on this host: start at most one process per GPU, or run cases on cpu"
             )
@@ -281,7 +281,7 @@ def launch(
 ) -> str:
     """Run ``nproc`` processes on this host; returns the run id."""
     if nproc < 2:
-        raise ValueError(f"--nproc must be at least 2, got {nproc}")
+        raise InputError(f"--nproc must be at least 2, got {nproc}")
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

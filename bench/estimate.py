@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench.carbon import J_PER_KWH, CarbonSettings
+from carbonbench.carbon import J_PER_KWH, CarbonSettings
+from carbonbench.errors import InputError
 
 # Board power (TDP) from NVIDIA's datasheets: an upper bound of average draw, which measured
 # averages sit below (often well below); give --power when you know better.
@@ -84,7 +86,7 @@ class Estimate:
 def gpu_power(model: str) -> tuple[float, str]:
     key = model.upper().replace(" ", "-")
     if key not in GPU_TDP_W:
-        raise ValueError(f"unknown GPU {model!r}; known: {', '.join(GPU_TDP_W)}; or give --power W")
+        raise InputError(f"unknown GPU {model!r}; known: {', '.join(GPU_TDP_W)}; or give --power W")
     return GPU_TDP_W[key]
 
 
@@ -92,10 +94,10 @@ def job_flops(flops: float | None, params: float | None, tokens: float | None, i
     """FLOPs of the job and how they were obtained."""
     if flops is not None:
         if params is not None or tokens is not None:
-            raise ValueError("give --flops, or --params with --tokens, not both")
+            raise InputError("give --flops, or --params with --tokens, not both")
         return float(flops), "given"
     if params is None or tokens is None:
-        raise ValueError("give --flops, or both --params and --tokens")
+        raise InputError("give --flops, or both --params and --tokens")
     if inference:
         return 2.0 * params * tokens, "2 N per token (inference; Kaplan et al. 2020)"
     return 6.0 * params * tokens, "6 N D (training; Kaplan et al. 2020)"
@@ -119,7 +121,7 @@ def from_hardware(
     inputs: dict[str, Any] | None = None,
 ) -> Estimate:
     if count < 1 or power_w <= 0 or hours <= 0:
-        raise ValueError("count, power and hours must be positive")
+        raise InputError("count, power and hours must be positive")
     kwh = hours * count * power_w * carbon.pue / 1000
     estimate = Estimate(
         energy_kwh=kwh,
@@ -152,7 +154,7 @@ def from_compute(
     with_embodied: bool = False,
 ) -> Estimate:
     if achieved_tflops <= 0:
-        raise ValueError(f"--achieved-tflops must be positive, got {achieved_tflops}")
+        raise InputError(f"--achieved-tflops must be positive, got {achieved_tflops}")
     hours = flops / (achieved_tflops * 1e12 * count) / 3600
     estimate = from_hardware(
         carbon,
@@ -182,10 +184,10 @@ def from_measurement(
     """Scale joules per FLOP measured in a run to the FLOPs of another job."""
     import numpy as np
 
-    from bench.stats import bootstrap_ci
+    from carbonbench.stats import bootstrap_ci
 
     if not joules_per_flop:
-        raise ValueError(f"run {run} has no measured {arch} windows with FLOPs to project from")
+        raise InputError(f"run {run} has no measured {arch} windows with FLOPs to project from")
     median = float(np.median(joules_per_flop))
     low, high = bootstrap_ci(joules_per_flop)
     kwh = median * flops * carbon.pue / J_PER_KWH
@@ -215,4 +217,41 @@ def from_measurement(
             low * flops * carbon.pue / J_PER_KWH,
             high * flops * carbon.pue / J_PER_KWH,
         ),
+    )
+
+
+def from_run(
+    db: str | Path,
+    ref: str,
+    carbon: CarbonSettings,
+    *,
+    arch: str,
+    phase: str,
+    flops: float,
+    flops_source: str,
+) -> Estimate:
+    """Project from the joules per FLOP a stored run measured for ``arch`` in ``phase``, on
+    the device and dtype of its first such window."""
+    from carbonbench.store import Store
+
+    with Store(db, create=False) as store:
+        run_id = store.resolve(ref)
+        rows = [
+            r
+            for r in store.rows(run_id)
+            if r.arch == arch and r.phase == phase and r.ok and r.flops > 0
+        ]
+    if not rows:
+        raise InputError(f"run {run_id} has no measured {arch} {phase} windows")
+    first = rows[0]
+    rows = [r for r in rows if (r.device, r.dtype) == (first.device, first.dtype)]
+    return from_measurement(
+        carbon,
+        joules_per_flop=[r.energy_j / r.flops for r in rows],
+        flops=flops,
+        flops_source=flops_source,
+        run=run_id,
+        arch=arch,
+        device=first.device,
+        dtype=first.dtype,
     )

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.sensors import Detection, Diagnostic, Method, Sensor, detect_sensors
+from carbonbench.errors import InputError
+from carbonbench.sensors import Detection, Diagnostic, Method, Sensor, detect_sensors
 
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.01, 10.0
 MAX_SLEEP_S = 0.5  # the sampler's longest sleep: how long close() can wait for it
@@ -117,7 +118,7 @@ class EnergyMeter:
 
     def __init__(self, sensors: Sequence[Sensor] | None = None, interval_s: float = 0.1) -> None:
         if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
-            raise ValueError(
+            raise InputError(
                 f"interval_s must be between {MIN_INTERVAL_S} and {MAX_INTERVAL_S} s, "
                 f"got {interval_s}"
             )
@@ -126,7 +127,7 @@ class EnergyMeter:
         self.diagnostics: list[Diagnostic] = detection.diagnostics
         self.domains = [d for s in self.sensors for d in s.domains]
         if len(set(self.domains)) != len(self.domains):
-            raise ValueError(f"two sensors report the same domain: {self.domains}")
+            raise InputError(f"two sensors report the same domain: {self.domains}")
         self.methods: dict[str, Method] = {
             d: m for s in self.sensors for d, m in zip(s.domains, s.methods, strict=True)
         }
@@ -269,7 +270,7 @@ class EnergyMeter:
         Later measurements carry it, and with it their dynamic (above-idle) energy.
         """
         if seconds <= 0:
-            raise ValueError(f"idle baseline needs a positive duration, got {seconds}")
+            raise InputError(f"idle baseline needs a positive duration, got {seconds}")
         with self.window("idle-baseline") as m:
             time.sleep(seconds)
         self.idle_w = m.power_w

@@ -40,8 +40,8 @@ def carbonbench_meter(pytestconfig: pytest.Config):
     """One EnergyMeter for the session: sensors are detected once."""
     import torch
 
-    from bench.meter import EnergyMeter
-    from bench.sensors.modelled import cpu_name
+    from carbonbench.meter import EnergyMeter
+    from carbonbench.sensors.modelled import cpu_name
 
     meter = EnergyMeter(interval_s=0.1)
     gpus = []
@@ -111,7 +111,7 @@ class EnergyBenchmark:
 
 @pytest.fixture
 def energy_benchmark(benchmark, carbonbench_meter, pytestconfig: pytest.Config) -> EnergyBenchmark:
-    from bench.carbon import resolve
+    from carbonbench.carbon import resolve
 
     carbon = resolve(
         intensity=pytestconfig.getoption("carbonbench_intensity"),

@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,17 +26,18 @@ from typing import Any
 
 import torch
 
-from bench import __version__
-from bench.carbon import CarbonSettings
-from bench.data import target_loss
-from bench.meter import EnergyMeter, Measurement
-from bench.sensors import NvmlSensor
-from bench.stats import relative_half_width
-from bench.store import ResultRow, Store
-from bench.suite import Case, Suite
-from bench.watchdog import Watchdog
-from bench.workloads import Work, Workload, make_workload
-from models import build, count_parameters
+from carbonbench import __version__
+from carbonbench.carbon import CarbonSettings
+from carbonbench.data import target_loss
+from carbonbench.errors import CarbonbenchError
+from carbonbench.hardware import Hardware
+from carbonbench.meter import EnergyMeter, Measurement
+from carbonbench.models import build, count_parameters
+from carbonbench.stats import relative_half_width
+from carbonbench.store import ResultRow, Store
+from carbonbench.suite import Case, Suite
+from carbonbench.watchdog import Watchdog
+from carbonbench.workloads import Work, Workload, make_workload
 
 TIMELINE_POINTS = 200
 
@@ -120,43 +120,31 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_hardware() -> dict[str, Any]:
-    """The machine a run measured: what rows added by ``--resume`` must share."""
-    from bench.sensors.modelled import cpu_name
-
-    gpus = []
-    if torch.cuda.is_available():
-        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {"host": socket.gethostname(), "cpu": cpu_name(), "gpus": gpus}
-
-
 def run_metadata(meter: EnergyMeter, carbon: CarbonSettings) -> dict[str, Any]:
     """What a reader needs to interpret a run: hardware, software, sensors, constants."""
-    nvml = next((s for s in meter.sensors if isinstance(s, NvmlSensor)), None)
-    driver = nvml.driver_version() if nvml is not None else None
+    sensors = {s.source: s.metadata() for s in meter.sensors}
+    drivers = [m["driver"] for m in sensors.values() if m.get("driver")]
     return {
-        **run_hardware(),
+        **Hardware.here().to_dict(),
         "platform": platform.platform(),
         "logical_cpus": os.cpu_count(),
-        "driver": driver,
+        "driver": drivers[0] if drivers else None,
         "cuda": torch.version.cuda,
         "versions": _versions(),
         "git_commit": _git_commit(),
         "torch_threads": torch.get_num_threads(),
         "sensors": {
-            s.source: {"domains": list(s.domains), "methods": list(s.methods)}
+            s.source: {
+                "domains": list(s.domains),
+                "methods": list(s.methods),
+                "components": list(s.components),
+                **sensors[s.source],
+            }
             for s in meter.sensors
         },
         "sensor_constants": {s.source: s.constants() for s in meter.sensors},
         "diagnostics": [str(d) for d in meter.diagnostics],
-        "carbon": {
-            "intensity_g_per_kwh": carbon.intensity.g_per_kwh,
-            "source": carbon.intensity.source,
-            "year": carbon.intensity.year,
-            "region": carbon.intensity.region,
-            "pue": carbon.pue,
-            "pue_source": carbon.pue_source,
-        },
+        "carbon": carbon.to_dict(),
     }
 
 
@@ -298,7 +286,7 @@ class Runner:
         if self.options.resume is not None:
             self.run_id = self.options.resume
             before = self.store.run(self.run_id)
-            self.store.reopen_run(self.run_id, before["metadata"] | {"process": process})
+            self.store.reopen_run(self.run_id, before.metadata | {"process": process})
             return
         self.store.begin_run(
             self.run_id,
@@ -330,8 +318,8 @@ class Runner:
         metadata["options"] = self._stored_options()
         if self.options.resume is not None:  # the status of the whole run, earlier rows too
             before = self.store.run(self.run_id)
-            metadata["resumed_at"] = [*before["metadata"].get("resumed_at", []), _now()]
-            if status == "ok" and any(r["status"] != "ok" for r in self.store.rows(self.run_id)):
+            metadata["resumed_at"] = [*before.metadata.get("resumed_at", []), _now()]
+            if status == "ok" and any(r.status != "ok" for r in self.store.rows(self.run_id)):
                 status = "failed"
         self.store.end_run(self.run_id, status, _now(), metadata)
 
@@ -393,7 +381,7 @@ class Runner:
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 message = f"out of memory: {str(error).splitlines()[0]}"
                 torch.cuda.empty_cache()
-            elif isinstance(error, CaseFailed | ValueError):
+            elif isinstance(error, CaseFailed | CarbonbenchError):
                 message = str(error)
             else:
                 message = f"{type(error).__name__}: {error}"
@@ -433,7 +421,16 @@ class Runner:
         return float(stacked.mean())
 
     def _measured_row(
-        self, case, repeat, m: Measurement, steps, work, params, device, loss, **extra_values
+        self,
+        case: Case,
+        repeat: int,
+        m: Measurement,
+        steps: int,
+        work: Work,
+        params: int | None,
+        device: torch.device,
+        loss: float | None,
+        **extra_values: Any,
     ) -> ResultRow:
         energy = m.total_energy_j
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None

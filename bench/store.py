@@ -18,17 +18,25 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from carbonbench.carbon import CarbonSettings
+from carbonbench.case import Case
+from carbonbench.errors import CarbonbenchError
+from carbonbench.hardware import Hardware
+
 DEFAULT_DB = Path("carbonbench-results/results.sqlite")
 APPLICATION_ID = 0x43424E43  # "CBNC"
 
 
-class StoreError(Exception):
+class StoreError(CarbonbenchError):
     """The store cannot be used: one line saying why and what to do."""
 
 
 @dataclass
 class ResultRow:
-    """One measured window of one case: the unit of the results table (DESIGN.md)."""
+    """One measured window of one case (or a case's failure): the unit of the results table.
+
+    Identity (the case's fields, see ``carbonbench.case``), work, time, energy per domain with
+    its method, carbon with its inputs, and status."""
 
     run_id: str
     case_id: str
@@ -72,6 +80,49 @@ class ResultRow:
     timeline: dict[str, Any] = field(default_factory=dict)  # t and watts per domain, downsampled
     extra: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+
+    @property
+    def case(self) -> Case:
+        return Case.of(self)
+
+    @property
+    def ok(self) -> bool:
+        """A window that measured work (a failed case's row measured none)."""
+        return self.status == "ok" and self.tokens > 0
+
+    def to_dict(self, *, json_text: bool = False) -> dict[str, Any]:
+        """The row as plain data; ``json_text``: the nested columns as JSON text, as in CSV."""
+        record = asdict(self)
+        if json_text:
+            for key in JSON_COLUMNS:
+                record[key] = json.dumps(record[key])
+        return record
+
+
+@dataclass
+class RunRecord:
+    """One run: what was measured (suite, label), when, its status, and its metadata (host,
+    hardware, versions, sensors and their constants, carbon settings, options)."""
+
+    run_id: str
+    seq: int  # order in the store: latest~N counts back along it
+    label: str | None
+    suite_name: str
+    suite_source: str
+    suite_text: str
+    status: str  # running | ok | failed | interrupted
+    started_at: str
+    ended_at: str | None
+    metadata: dict[str, Any]
+
+    @property
+    def carbon(self) -> CarbonSettings | None:
+        stored = self.metadata.get("carbon")
+        return CarbonSettings.from_dict(stored) if stored else None
+
+    @property
+    def hardware(self) -> Hardware:
+        return Hardware.from_dict(self.metadata)
 
 
 JSON_COLUMNS = {
@@ -257,16 +308,26 @@ class Store:
                 f"INSERT INTO results ({columns}) VALUES ({marks})", list(record.values())
             )
 
-    def runs(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY seq").fetchall()
-        return [{**dict(r), "metadata": json.loads(r["metadata"])} for r in rows]
+    @staticmethod
+    def _run_record(row: sqlite3.Row) -> RunRecord:
+        return RunRecord(**{**dict(row), "metadata": json.loads(row["metadata"])})
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def runs(self) -> list[RunRecord]:
+        """Every run, oldest first."""
+        rows = self.db.execute("SELECT * FROM runs ORDER BY seq").fetchall()
+        return [self._run_record(r) for r in rows]
+
+    def run(self, run_id: str) -> RunRecord:
         """One run's record, by its exact id (``resolve`` turns a reference into one)."""
         row = self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"no run {run_id!r} in {self.path}")
-        return {**dict(row), "metadata": json.loads(row["metadata"])}
+        return self._run_record(row)
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows stored per run id."""
+        query = "SELECT run_id, COUNT(*) FROM results GROUP BY run_id"
+        return {run_id: n for run_id, n in self.db.execute(query)}
 
     def resolve(self, ref: str) -> str:
         """A run id from an id (or unique prefix), ``latest`` or ``latest~N``."""
@@ -287,11 +348,12 @@ class Store:
             why = "no run" if not rows else f"{len(rows)} runs match"
             raise StoreError(
                 f"{why} {ref!r} in {self.path}; use a run id, latest or latest~N "
-                "(carbonbench export lists them)"
+                "(carbonbench runs lists them)"
             )
         return rows[0][0]
 
-    def rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, run_id: str | None = None) -> list[ResultRow]:
+        """The rows of one run (default: every run), in the order they were written."""
         query = "SELECT * FROM results"
         args: tuple = ()
         if run_id is not None:
@@ -304,5 +366,5 @@ class Store:
                 record[key] = json.loads(record[key]) if record[key] is not None else None
             if record["reached_target"] is not None:
                 record["reached_target"] = bool(record["reached_target"])
-            out.append(record)
+            out.append(ResultRow(**record))
         return out

@@ -50,13 +50,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from bench.workloads import DTYPES, PHASES, supports
-from models import ARCHITECTURES, IMPLS, SIZES
+from carbonbench.case import Case
+from carbonbench.errors import InputError
+from carbonbench.models import ARCHITECTURES
+from carbonbench.workloads import DTYPES, PHASES, supports, why_unsupported
 
 SUITE_PHASES = (*[p for p in PHASES if p not in ("prefill", "decode")], "generate")
 BUILTIN = ("smoke", "gpu", "nightly")
@@ -64,27 +67,8 @@ BUILTIN = ("smoke", "gpu", "nightly")
 TABLES = ("suite", "matrix", "measure", "target", "carbon", "thresholds")
 
 
-class SuiteError(ValueError):
+class SuiteError(InputError):
     """A malformed suite file: names the file, the key and the expected form."""
-
-
-@dataclass(frozen=True)
-class Case:
-    arch: str
-    size: str
-    impl: str
-    phase: str
-    batch: int
-    seq_len: int
-    device: str
-    dtype: str
-
-    @property
-    def case_id(self) -> str:
-        size = f"b{self.batch}/s{self.seq_len}"
-        return "/".join(
-            (self.arch, self.size, self.impl, self.phase, size, self.device, self.dtype)
-        )
 
 
 @dataclass(frozen=True)
@@ -132,10 +116,12 @@ class Suite:
     skipped: tuple[str, ...] = ()  # combinations the matrix names that cannot run, and why
 
 
-MATRIX: dict[str, tuple[type, tuple[str, ...] | None]] = {
-    "arch": (str, tuple(ARCHITECTURES)),
-    "size": (str, SIZES),
-    "impl": (str, IMPLS),
+# key -> (type, valid values or None); the architectures are read when a suite is parsed, so
+# ones registered after import count
+MATRIX: dict[str, tuple[type, Callable[[], tuple[str, ...]] | tuple[str, ...] | None]] = {
+    "arch": (str, lambda: tuple(ARCHITECTURES)),
+    "size": (str, lambda: tuple(dict.fromkeys(s for a in ARCHITECTURES.values() for s in a.sizes))),
+    "impl": (str, lambda: tuple(dict.fromkeys(i for a in ARCHITECTURES.values() for i in a.impls))),
     "phase": (str, SUITE_PHASES),
     "batch": (int, None),
     "seq_len": (int, None),
@@ -203,6 +189,8 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
                 raise SuiteError(
                     f"{where}: [matrix].{key} must list {_plural(kind)}, got {value!r}"
                 )
+            if callable(choices):
+                choices = choices()
             if choices is not None and value not in choices:
                 raise SuiteError(
                     f"{where}: [matrix].{key} has {value!r}; valid: {', '.join(choices)}"
@@ -211,6 +199,19 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
                 raise SuiteError(f"{where}: [matrix].{key} values must be positive, got {value}")
         matrix[key] = values
     return matrix
+
+
+def _why_not(case: Case) -> str | None:
+    """Why a combination the matrix names cannot run (None if it can): an architecture
+    without that size or variant, or a phase it does not support."""
+    arch = ARCHITECTURES[case.arch]
+    if case.size not in arch.sizes:
+        return f"{case.arch} has no size {case.size} ({', '.join(arch.sizes)})"
+    if case.impl not in arch.builders:
+        return f"{case.arch} has no {case.impl} variant ({', '.join(arch.impls)})"
+    if not supports(case.arch, case.phase):
+        return why_unsupported(case.phase)
+    return None
 
 
 def parse(text: str, source: str) -> Suite:
@@ -240,10 +241,11 @@ def parse(text: str, source: str) -> Suite:
         phases = ["prefill", "decode"] if values["phase"] == "generate" else [values["phase"]]
         for phase in phases:
             case = Case(**{**values, "phase": phase})
-            if supports(case.arch, phase):
+            why = _why_not(case)
+            if why is None:
                 cases.append(case)
             else:
-                skipped.append(f"{case.case_id}: {phase} needs a key/value cache (gpt only)")
+                skipped.append(f"{case.case_id}: {why}")
     return Suite(
         name=name,
         source=source,
@@ -260,7 +262,7 @@ def parse(text: str, source: str) -> Suite:
 def load(name_or_path: str) -> Suite:
     """A built-in suite by name (smoke, nightly) or a suite file by path."""
     if name_or_path in BUILTIN:
-        text = resources.files("bench.suites").joinpath(f"{name_or_path}.toml").read_text()
+        text = resources.files("carbonbench.suites").joinpath(f"{name_or_path}.toml").read_text()
         return parse(text, f"builtin:{name_or_path}")
     path = Path(name_or_path)
     if not path.is_file():

@@ -7,26 +7,19 @@ interval of energy per token. A case whose windows all failed keeps its first er
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.stats import bootstrap_ci, median
-from bench.store import ResultRow
-
-IDENTITY = ("case_id", "arch", "size", "impl", "phase", "device", "dtype")
+from carbonbench.case import Case
+from carbonbench.metrics import energy_per_token_by_domain, row_metrics
+from carbonbench.stats import bootstrap_ci, median
+from carbonbench.store import ResultRow
 
 
 @dataclass
 class CaseSummary:
-    case_id: str
-    arch: str
-    size: str
-    impl: str
-    phase: str
-    device: str
-    dtype: str
+    case: Case
     params: int | None
     status: str  # ok: at least one window measured work; else failed
     error: str | None
@@ -44,53 +37,55 @@ class CaseSummary:
     target_loss: float | None = None
     loss: float | None = None  # median over windows that report one
 
+    @property
+    def case_id(self) -> str:
+        return self.case.case_id
 
-def _value(x: Any) -> Any:
-    """None for what a store or a DataFrame uses to say 'missing' (None, NaN)."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: the case's id and fields first, then the figures (the JSON and the report)."""
+        record = dataclasses.asdict(self)
+        return {"case_id": self.case_id, **record.pop("case"), **record}
 
 
-def summarise_case(records: list[Mapping[str, Any]]) -> CaseSummary:
-    """The summary of one case from its rows (dicts with the store's columns)."""
-    first = records[0]
-    ok = [r for r in records if r["status"] == "ok" and r["tokens"] > 0]
+def summarise_case(rows: list[ResultRow]) -> CaseSummary:
+    """The summary of one case from its rows."""
+    first = rows[0]
+    ok = [r for r in rows if r.ok]
     summary = CaseSummary(
-        **{k: first[k] for k in IDENTITY},
-        params=_value(first.get("params")),
+        case=first.case,
+        params=first.params,
         status="ok" if ok else "failed",
-        error=None if ok else _value(first.get("error")),
+        error=None if ok else first.error,
         repeats=len(ok),
     )
     if not ok:
         return summary
-    per_token = [r["energy_j"] / r["tokens"] for r in ok]
+    metrics = [row_metrics(r) for r in ok]
+    per_token = [m["energy_per_token"] for m in metrics]
     domains: dict[str, list[float]] = {}
     for r in ok:
-        for domain, joules in r["energy_by_domain"].items():
-            domains.setdefault(domain, []).append(joules / r["tokens"])
-    losses = [loss for r in ok if (loss := _value(r.get("loss"))) is not None]
-    flops_known = all(r["flops"] > 0 for r in ok)
+        for domain, value in energy_per_token_by_domain(r).items():
+            domains.setdefault(domain, []).append(value)
+    losses = [r.loss for r in ok if r.loss is not None]
     summary.j_per_token = median(per_token)
     summary.j_per_token_ci = bootstrap_ci(per_token)
     summary.j_per_token_by_domain = {d: median(v) for d, v in domains.items()}
-    summary.g_co2e_per_1k_tokens = median([1000 * r["co2e_g"] / r["tokens"] for r in ok])
-    summary.tokens_per_s = median([r["tokens"] / r["duration_s"] for r in ok])
-    summary.j_per_tflop = (
-        median([r["energy_j"] / r["flops"] * 1e12 for r in ok]) if flops_known else None
-    )
-    summary.energy_j = sum(r["energy_j"] for r in ok)
-    summary.duration_s = sum(r["duration_s"] for r in ok)
-    summary.methods = sorted({m for r in ok for m in r["method_by_domain"].values()})
-    summary.reached_target = _value(first.get("reached_target"))
-    summary.target_loss = _value(first.get("target_loss"))
+    summary.g_co2e_per_1k_tokens = median([m["co2e_per_1k_tokens"] for m in metrics])
+    summary.tokens_per_s = median([m["tokens_per_s"] for m in metrics if "tokens_per_s" in m])
+    flops_known = all("j_per_tflop" in m for m in metrics)
+    summary.j_per_tflop = median([m["j_per_tflop"] for m in metrics]) if flops_known else None
+    summary.energy_j = sum(r.energy_j for r in ok)
+    summary.duration_s = sum(r.duration_s for r in ok)
+    summary.methods = sorted({m for r in ok for m in r.method_by_domain.values()})
+    summary.reached_target = first.reached_target
+    summary.target_loss = first.target_loss
     summary.loss = median(losses) if losses else None
     return summary
 
 
-def summarise(rows: Iterable[ResultRow | Mapping[str, Any]]) -> list[CaseSummary]:
+def summarise(rows: Iterable[ResultRow]) -> list[CaseSummary]:
     """One summary per case, in the order the cases first appear."""
-    by_case: dict[str, list[Mapping[str, Any]]] = {}
+    by_case: dict[str, list[ResultRow]] = {}
     for row in rows:
-        record = dataclasses.asdict(row) if isinstance(row, ResultRow) else row
-        by_case.setdefault(record["case_id"], []).append(record)
-    return [summarise_case(records) for records in by_case.values()]
+        by_case.setdefault(row.case_id, []).append(row)
+    return [summarise_case(group) for group in by_case.values()]

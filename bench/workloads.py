@@ -3,8 +3,10 @@
 Phases:
 - ``train``: forward, cross-entropy, backward, AdamW step.
 - ``infer``: forward without gradients.
-- ``prefill`` (gpt): the prompt's forward pass, filling the key/value cache.
-- ``decode`` (gpt): ``new_tokens`` greedy tokens, one forward pass each, from a prefilled cache.
+- ``prefill`` (architectures that generate): the prompt's forward pass, filling the key/value
+  cache.
+- ``decode`` (likewise): ``new_tokens`` greedy tokens, one forward pass each, from a prefilled
+  cache.
 - ``train-to-target``: train steps on fresh data until the validation loss reaches a target
   (driven by the runner; a step here is one train step).
 
@@ -26,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.data import Batch, CorpusSource, MarkovSource, ReversalTask
-from models import ARCHITECTURES
-from models.flops import METHOD, count_flops, count_generation_flops
+from carbonbench.data import Batch, CorpusSource, MarkovSource, ReversalTask
+from carbonbench.errors import InputError
+from carbonbench.models import architecture, generating
+from carbonbench.models.flops import METHOD, count_flops, count_generation_flops
 
 PHASES = ("train", "infer", "prefill", "decode", "train-to-target")
 GENERATION_PHASES = ("prefill", "decode")
@@ -54,11 +57,20 @@ class Workload:
     entropy_rate: float | None = None  # the data's optimum loss, where known
 
 
+class WorkloadError(InputError):
+    """A phase, dtype or corpus this case cannot run with: the message names the fix."""
+
+
 def supports(arch: str, phase: str) -> bool:
-    """Generation phases need a key/value cache: gpt only."""
+    """Generation phases need a key/value cache: the architectures whose record generates."""
     if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; valid: {', '.join(PHASES)}")
-    return phase not in GENERATION_PHASES or arch == "gpt"
+        raise WorkloadError(f"unknown phase {phase!r}; valid: {', '.join(PHASES)}")
+    return phase not in GENERATION_PHASES or architecture(arch).generates
+
+
+def why_unsupported(phase: str) -> str:
+    """Why ``supports`` said no, for messages: which architectures can."""
+    return f"{phase} needs a key/value cache ({', '.join(generating()) or 'none'} only)"
 
 
 def make_source(model: nn.Module, corpus: str | None, seed: int):
@@ -66,12 +78,12 @@ def make_source(model: nn.Module, corpus: str | None, seed: int):
     if corpus is not None:
         source: MarkovSource | CorpusSource = CorpusSource(corpus, seed)
         if model.config.vocab < source.vocab:
-            raise ValueError(
+            raise WorkloadError(
                 f"byte-level corpus needs vocab >= 256; build {model.arch} with vocab=256"
             )
     else:
         source = MarkovSource(model.config.vocab, seed)
-    if ARCHITECTURES[model.arch].encoder_decoder:
+    if architecture(model.arch).encoder_decoder:
         return ReversalTask(source)
     return source
 
@@ -111,12 +123,12 @@ def make_workload(
     DistributedDataParallel wrapper, whose calls synchronise gradients)."""
     net = forward if forward is not None else model
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        raise WorkloadError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if not supports(model.arch, phase):
-        raise ValueError(f"phase {phase!r} needs a key/value cache: only gpt supports it")
+        raise WorkloadError(f"{model.arch}: {why_unsupported(phase)}")
     autocast = _autocast(device, DTYPES[dtype])
     source = make_source(model, corpus, seed)
-    encoder_decoder = ARCHITECTURES[model.arch].encoder_decoder
+    encoder_decoder = architecture(model.arch).encoder_decoder
     src_tokens = batch * seq_len if encoder_decoder else 0
 
     if phase in GENERATION_PHASES:
@@ -179,7 +191,7 @@ def make_workload(
 
 def _generation(model, phase, source, batch, prompt_len, new_tokens, device, autocast):
     if prompt_len + new_tokens > model.config.max_len:
-        raise ValueError(
+        raise WorkloadError(
             f"prompt {prompt_len} + {new_tokens} new tokens exceed max_len "
             f"{model.config.max_len}: shorten them or build with a larger max_len"
         )

@@ -29,10 +29,10 @@ from codecarbon import OfflineEmissionsTracker
 from rich.console import Console
 from rich.table import Table
 
-import models
-from bench.meter import EnergyMeter
-from bench.sensors import detect_sensors
-from bench.workloads import Workload, make_workload
+from carbonbench import models
+from carbonbench.meter import EnergyMeter
+from carbonbench.sensors import detect_sensors
+from carbonbench.workloads import Workload, make_workload
 
 J_PER_KWH = 3.6e6
 
@@ -82,7 +82,8 @@ def train_for(workload: Workload, device: str, seconds: float) -> int:
 
 
 def energy(device: str, seconds: float, interval_s: float) -> dict[str, Any]:
-    detection = detect_sensors(gpu=device == "cuda")
+    components = {"gpu", "cpu", "memory"} if device == "cuda" else {"cpu", "memory"}
+    detection = detect_sensors(components=components)
     gpu_ids = [0] if device == "cuda" else None
     cc = tracker(interval_s, gpu_ids)
     workload = workload_on(device)

@@ -27,12 +27,12 @@ step() {
 }
 
 step nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,pstate --format=csv
-step bash -c "$python -m bench sensors --json > '$dir/sensors.json'"
+step bash -c "$python -m carbonbench sensors --json > '$dir/sensors.json'"
 step "$python" benchmarks/gpu_validation.py --out "$dir"
 step "$python" benchmarks/sampler_overhead.py --seconds 2 --json "$dir/sampler_overhead.json"
 step "$python" benchmarks/codecarbon_crosscheck.py --device cuda --seconds 10 \
   --json "$dir/codecarbon_crosscheck.json"
-step "$python" -m bench run --suite gpu --db "$dir/gpu.sqlite" --label "gpu check"
-step "$python" -m bench report --db "$dir/gpu.sqlite" -o "$dir/report.html"
+step "$python" -m carbonbench run --suite gpu --db "$dir/gpu.sqlite" --label "gpu check"
+step "$python" -m carbonbench report --db "$dir/gpu.sqlite" -o "$dir/report.html"
 echo "== done, failed=$failed" | tee -a "$log"
 exit "$failed"

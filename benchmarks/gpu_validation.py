@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from bench.meter import EnergyMeter
-from bench.sensors import NvmlSensor
+from carbonbench.meter import EnergyMeter
+from carbonbench.sensors import NvmlSensor
 
 
 class SampledNvml(NvmlSensor):

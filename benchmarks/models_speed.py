@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-import models
+from carbonbench import models
 
 
 class TorchRecurrentLM(nn.Module):

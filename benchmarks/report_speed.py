@@ -22,8 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.store import ResultRow, Store
-from reports.html import render
+from carbonbench.reports.html import render
+from carbonbench.store import ResultRow, Store
 
 ARCHS = ("rnn", "lstm", "gru", "transformer", "seq2seq-lstm", "gpt")
 PHASES = ("train", "infer", "prefill", "decode", "train-to-target")

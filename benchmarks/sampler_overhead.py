@@ -30,8 +30,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.meter import EnergyMeter
-from bench.sensors import (
+from carbonbench.meter import EnergyMeter
+from carbonbench.sensors import (
     ModelledCpuSensor,
     ModelledRamSensor,
     NvmlSensor,

@@ -1,15 +1,18 @@
 """Reference neural architectures, each in a readable and a fused variant sharing weights."""
 
-from models.config import RecurrentConfig, TransformerConfig
-from models.registry import (
+from carbonbench.models.architecture import Architecture, ArchitectureError, Kind
+from carbonbench.models.config import RecurrentConfig, TransformerConfig
+from carbonbench.models.registry import (
     ARCHITECTURES,
     IMPLS,
     SIZES,
-    Architecture,
+    architecture,
     build,
     count_parameters,
     example_batch,
+    generating,
     make_config,
+    register,
 )
 
 __all__ = [
@@ -17,10 +20,15 @@ __all__ = [
     "IMPLS",
     "SIZES",
     "Architecture",
+    "ArchitectureError",
+    "Kind",
     "RecurrentConfig",
     "TransformerConfig",
+    "architecture",
     "build",
     "count_parameters",
     "example_batch",
+    "generating",
     "make_config",
+    "register",
 ]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from carbonbench.models.architecture import ArchitectureError
+
 
 def attend(
     q: Tensor, k: Tensor, v: Tensor, *, causal: bool, impl: str, dropout: float, offset: int = 0
@@ -128,7 +130,7 @@ def sinusoidal_encoding(max_len: int, d_model: int) -> Tensor:
 
 def check_length(length: int, max_len: int) -> None:
     if length > max_len:
-        raise ValueError(
+        raise ArchitectureError(
             f"sequence length {length} exceeds max_len {max_len}; "
             f"build the model with max_len={length} or more"
         )

@@ -1,110 +1,72 @@
-"""The architectures the suite compares, their named sizes, and how to build and feed them."""
+"""The architectures the suite compares, their named sizes, and how to build and feed them.
+
+Adding an architecture: write its module with an ``Architecture`` record (see
+``carbonbench.models.architecture``) and add the record to ``BUILTIN`` below; or, from code
+outside this package, ``register(record)``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from models.config import Config, RecurrentConfig, TransformerConfig, field_names
-from models.gpt import GPT
-from models.recurrent import RecurrentLM, Seq2SeqLSTM
-from models.transformer import Transformer
+from carbonbench.models import gpt, recurrent, transformer
+from carbonbench.models.architecture import Architecture, ArchitectureError
+from carbonbench.models.config import field_names
 
-IMPLS = ("reference", "fused")
+BUILTIN: tuple[Architecture, ...] = (
+    recurrent.ELMAN,
+    recurrent.LSTM,
+    recurrent.GRU,
+    transformer.TRANSFORMER,
+    recurrent.SEQ2SEQ_LSTM,
+    gpt.GPT_ARCHITECTURE,
+)
+IMPLS = ("reference", "fused")  # the built-ins' variants
 SIZES = ("tiny", "small", "base")  # < 1 M, 10-20 M and about 100 M parameters
 
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    description: str
-    config_cls: type[Config]
-    sizes: dict[str, Config]
-    factory: Callable[[Config, str], nn.Module]
-    encoder_decoder: bool = False  # takes (src, tgt_in) rather than tokens
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in BUILTIN}
 
 
-def _recurrent(kind: str, description: str, hidden: tuple[int, int, int]) -> Architecture:
-    sizes = {
-        "tiny": RecurrentConfig(vocab=1024, d_model=128, hidden=hidden[0], layers=2),
-        "small": RecurrentConfig(vocab=8192, d_model=512, hidden=hidden[1], layers=2),
-        "base": RecurrentConfig(vocab=32000, d_model=1024, hidden=hidden[2], layers=2),
-    }
-    return Architecture(
-        kind, description, RecurrentConfig, sizes, lambda c, impl: RecurrentLM(kind, c, impl)
-    )
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    a.name: a
-    for a in (
-        _recurrent("rnn", "Elman RNN language model (tanh)", (128, 768, 2048)),
-        _recurrent("lstm", "LSTM language model", (128, 768, 1280)),
-        _recurrent("gru", "GRU language model", (128, 768, 1536)),
-        Architecture(
-            "transformer",
-            "Transformer encoder-decoder (Vaswani et al., 2017)",
-            TransformerConfig,
-            {
-                "tiny": TransformerConfig(1024, 128, 4, 2, 256, 256),
-                "small": TransformerConfig(8192, 384, 6, 3, 1536, 512),
-                "base": TransformerConfig(32000, 640, 10, 6, 2560, 1024),
-            },
-            Transformer,
-            encoder_decoder=True,
-        ),
-        Architecture(
-            "seq2seq-lstm",
-            "LSTM encoder-decoder (Sutskever et al., 2014)",
-            RecurrentConfig,
-            {
-                "tiny": RecurrentConfig(vocab=1024, d_model=128, hidden=128, layers=2),
-                "small": RecurrentConfig(vocab=8192, d_model=384, hidden=512, layers=2),
-                "base": RecurrentConfig(vocab=32000, d_model=768, hidden=1024, layers=2),
-            },
-            Seq2SeqLSTM,
-            encoder_decoder=True,
-        ),
-        Architecture(
-            "gpt",
-            "decoder-only Transformer language model (GPT-2 style, pre-norm)",
-            TransformerConfig,
-            {
-                "tiny": TransformerConfig(1024, 128, 4, 2, 512, 256),
-                "small": TransformerConfig(8192, 384, 6, 6, 1536, 512),
-                "base": TransformerConfig(32000, 768, 12, 12, 3072, 1024),
-            },
-            GPT,
-        ),
-    )
-}
+def register(record: Architecture) -> Architecture:
+    """Make ``record`` buildable by name (and so usable in suites), beside the built-ins."""
+    if record.name in ARCHITECTURES and ARCHITECTURES[record.name] is not record:
+        raise ArchitectureError(f"an architecture named {record.name!r} is already registered")
+    ARCHITECTURES[record.name] = record
+    return record
 
 
 def architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(
+        raise ArchitectureError(
             f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}"
         ) from None
 
 
-def make_config(name: str, size: str = "tiny", **overrides: object) -> Config:
+def generating() -> list[str]:
+    """The architectures that can be measured generating (prefill and decode)."""
+    return [name for name, a in ARCHITECTURES.items() if a.generates]
+
+
+def make_config(name: str, size: str = "tiny", **overrides: object) -> object:
     """The named size of an architecture with any config field overridden."""
     arch = architecture(name)
     if size not in arch.sizes:
-        raise ValueError(f"unknown size {size!r} for {name}; valid: {', '.join(arch.sizes)}")
+        raise ArchitectureError(f"unknown size {size!r} for {name}; valid: {', '.join(arch.sizes)}")
     valid = field_names(arch.config_cls)
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ValueError(
+        raise ArchitectureError(
             f"unknown config field(s) {', '.join(unknown)} for {name}; valid: {', '.join(valid)}"
         )
-    return dataclasses.replace(arch.sizes[size], **overrides)
+    try:
+        return dataclasses.replace(arch.sizes[size], **overrides)
+    except ValueError as error:  # the config's own checks (positive sizes, divisibility)
+        raise ArchitectureError(f"{name}: {error}") from None
 
 
 def build(name: str, size: str = "tiny", impl: str = "reference", **overrides: object) -> nn.Module:
@@ -113,11 +75,12 @@ def build(name: str, size: str = "tiny", impl: str = "reference", **overrides: o
     The module is created on torch's current default device (``with torch.device("meta"):``
     builds without allocating) and carries ``arch``, ``config`` and ``impl`` attributes.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
+    arch = architecture(name)
+    if impl not in arch.builders:
+        raise ArchitectureError(f"unknown impl {impl!r}; valid: {', '.join(arch.impls)}")
     config = make_config(name, size, **overrides)
-    model = ARCHITECTURES[name].factory(config, impl)
-    model.arch = name
+    model = arch.builders[impl](config)
+    model.arch, model.config, model.impl = name, config, impl
     return model
 
 
@@ -140,13 +103,15 @@ def example_batch(
     long. ``vocab`` defaults to the model's (or, given a name, the tiny size's).
     """
     if isinstance(name_or_model, nn.Module):
-        name, vocab = name_or_model.arch, vocab or name_or_model.config.vocab
+        arch = architecture(name_or_model.arch)
+        vocab = vocab or name_or_model.config.vocab
     else:
-        name = name_or_model
-        vocab = vocab or architecture(name).sizes["tiny"].vocab
+        arch = architecture(name_or_model)
+        vocab = vocab or arch.sizes["tiny"].vocab
     if batch_size <= 0 or seq_len <= 0:
-        raise ValueError(f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}")
+        raise ArchitectureError(
+            f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}"
+        )
     generator = torch.Generator().manual_seed(seed)
-    count = 2 if ARCHITECTURES[name].encoder_decoder else 1
-    tokens = torch.randint(0, vocab, (count, batch_size, seq_len), generator=generator)
-    return tuple(t.to(device) for t in tokens) if device is not None else tuple(tokens)
+    tokens = arch.example_batch(vocab, batch_size, seq_len, generator)
+    return tuple(t.to(device) for t in tokens) if device is not None else tokens

@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from carbonbench.reports.data import modelled_domains
+from carbonbench.store import RunRecord
+
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 DOMAIN_COLOURS = {"gpu": "#2f6fdf", "cpu": "#e07b39", "dram": "#8a5cc2", "ram": "#8a5cc2"}
 PHASE_ORDER = ["train", "infer", "prefill", "decode", "train-to-target"]
@@ -46,23 +49,24 @@ def case_label(row: pd.Series) -> str:
     return f"{row['arch']} · {row['phase']}"
 
 
-def energy_per_token_stacked(cases: pd.DataFrame) -> go.Figure:
-    """Energy per 1,000 tokens by architecture x phase, stacked by domain; modelled domains
-    hatched; the median total with its 95% interval as error bars."""
+def energy_per_token_stacked(cases: pd.DataFrame, modelled: set[str]) -> go.Figure:
+    """Energy per 1,000 tokens by architecture x phase, stacked by domain; ``modelled``
+    domains (by their stored method) hatched; the median total with its 95% interval as
+    error bars."""
     ok = cases[cases["status"] == "ok"].copy()
     ok["label"] = ok.apply(case_label, axis=1)
     domains = sorted({d for e in ok["j_per_token_by_domain"] for d in e})
     fig = go.Figure()
     for domain in domains:
-        modelled = domain.endswith(":modelled")
+        hatched = domain in modelled
         fig.add_bar(
-            name=f"{domain} ({'modelled' if modelled else 'measured'})",
+            name=f"{domain} ({'modelled' if hatched else 'measured'})",
             x=ok["label"],
             y=np.array([1000 * e.get(domain, 0.0) for e in ok["j_per_token_by_domain"]]),
             marker={
                 "color": _domain_colour(domain),
-                "pattern": {"shape": "/" if modelled else "", "fillmode": "overlay", "size": 6},
-                "opacity": 0.75 if modelled else 1.0,
+                "pattern": {"shape": "/" if hatched else "", "fillmode": "overlay", "size": 6},
+                "opacity": 0.75 if hatched else 1.0,
             },
             hovertemplate="%{x}<br>" + domain + ": %{y:.4g} J per 1k tokens<extra></extra>",
         )
@@ -162,7 +166,9 @@ def energy_to_target(cases: pd.DataFrame) -> go.Figure | None:
 
 
 def power_timeline(case_rows: pd.DataFrame) -> go.Figure:
-    """The case's windows laid end to end: warm-up shaded grey, measured windows tinted."""
+    """The case's windows laid end to end: warm-up shaded grey, measured windows tinted;
+    modelled domains dotted."""
+    modelled = modelled_domains(case_rows)
     fig = go.Figure()
     segments: list[tuple[str, dict[str, Any], float]] = []
     first = case_rows.iloc[0]
@@ -204,7 +210,7 @@ def power_timeline(case_rows: pd.DataFrame) -> go.Figure:
             line={
                 "width": 1.5,
                 "color": _domain_colour(domain),
-                "dash": "dot" if domain.endswith(":modelled") else "solid",
+                "dash": "dot" if domain in modelled else "solid",
             },
             connectgaps=False,
         )
@@ -213,20 +219,18 @@ def power_timeline(case_rows: pd.DataFrame) -> go.Figure:
     return _layout(fig, f"Power: {first['case_id']}", height=300)
 
 
-def trends(cases: pd.DataFrame, runs: list[dict[str, Any]], change: float = 0.05):
+def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
     """Energy per token per case across runs; moves beyond ``change`` from the previous run
     are marked (red up, green down)."""
-    order = {r["run_id"]: i for i, r in enumerate(runs)}
-    meta = {r["run_id"]: r for r in runs}
+    order = {r.run_id: i for i, r in enumerate(runs)}
+    meta = {r.run_id: r for r in runs}
     ok = cases[cases["status"] == "ok"].copy()
     ok["order"] = ok["run_id"].map(order)
     fig = go.Figure()
     for case_id, part in ok.sort_values("order").groupby("case_id", sort=True):
         y = 1000 * part["j_per_token"].to_numpy()
-        x = [meta[r]["started_at"] for r in part["run_id"]]
-        commits = [
-            (meta[r]["metadata"].get("git_commit") or "no commit")[:12] for r in part["run_id"]
-        ]
+        x = [meta[r].started_at for r in part["run_id"]]
+        commits = [(meta[r].metadata.get("git_commit") or "no commit")[:12] for r in part["run_id"]]
         fig.add_scatter(
             name=case_id,
             x=x,

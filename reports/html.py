@@ -14,11 +14,12 @@ import jinja2
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from bench import __version__
-from bench.carbon import J_PER_KWH, CarbonSettings, Intensity, equivalents
-from bench.estimate import from_measurement
-from reports import figures
-from reports.data import ReportData, energy_by_method, load
+from carbonbench import __version__
+from carbonbench.carbon import J_PER_KWH, equivalents
+from carbonbench.estimate import from_measurement
+from carbonbench.reports import figures
+from carbonbench.reports.data import ReportData, energy_by_method, load, modelled_domains
+from carbonbench.store import RunRecord
 
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -34,7 +35,7 @@ class Rendered:
 @cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("reports", "templates"),
+        loader=jinja2.PackageLoader("carbonbench.reports", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -68,13 +69,9 @@ def _summary(data: ReportData) -> dict[str, Any]:
     methods = energy_by_method(ok) if len(ok) else {}
     total = sum(methods.values()) or 1.0
     carbons = {
-        (
-            r["metadata"]["carbon"]["intensity_g_per_kwh"],
-            r["metadata"]["carbon"]["source"],
-            r["metadata"]["carbon"]["pue"],
-            r["metadata"]["carbon"]["pue_source"],
-        )
+        (c.intensity.g_per_kwh, c.intensity.source, c.pue, c.pue_source)
         for r in data.runs
+        if (c := r.carbon) is not None
     }
     return {
         "energy": _energy(joules),
@@ -117,15 +114,12 @@ def _case_table(cases) -> list[dict[str, str]]:
 PROJECTED_PARAMS, PROJECTED_TOKENS = 1e9, 2e10  # 1 B parameters on 20 tokens per parameter
 
 
-def _projection(run: dict[str, Any], rows) -> list[dict[str, str]]:
+def _projection(run: RunRecord, rows) -> list[dict[str, str]]:
     """Per architecture trained in the run: its measured joules per FLOP, scaled to one
     reference job (6ND FLOPs), with the measurement's interval."""
-    carbon_meta = run["metadata"].get("carbon") or {}
-    if "intensity_g_per_kwh" not in carbon_meta:
+    carbon = run.carbon
+    if carbon is None:
         return []
-    carbon = CarbonSettings(
-        Intensity(carbon_meta["intensity_g_per_kwh"], carbon_meta["source"]), carbon_meta["pue"]
-    )
     train = rows[(rows["phase"] == "train") & (rows["flops"] > 0)]
     out = []
     for (arch, device, dtype), group in train.groupby(["arch", "device", "dtype"], sort=False):
@@ -134,7 +128,7 @@ def _projection(run: dict[str, Any], rows) -> list[dict[str, str]]:
             joules_per_flop=(group["energy_j"] / group["flops"]).tolist(),
             flops=6 * PROJECTED_PARAMS * PROJECTED_TOKENS,
             flops_source="6 N D",
-            run=run["run_id"],
+            run=run.run_id,
             arch=arch,
             device=device,
             dtype=dtype,
@@ -153,17 +147,17 @@ def _projection(run: dict[str, Any], rows) -> list[dict[str, str]]:
     return out
 
 
-def _provenance(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _provenance(runs: list[RunRecord]) -> list[dict[str, Any]]:
     out = []
     for run in runs:
-        meta = run["metadata"]
+        meta = run.metadata
         out.append(
             {
-                "run_id": run["run_id"],
-                "label": run["label"] or "",
-                "suite": f"{run['suite_name']} ({run['suite_source']})",
-                "status": run["status"],
-                "when": f"{run['started_at']} → {run['ended_at'] or 'unfinished'}",
+                "run_id": run.run_id,
+                "label": run.label or "",
+                "suite": f"{run.suite_name} ({run.suite_source})",
+                "status": run.status,
+                "when": f"{run.started_at} → {run.ended_at or 'unfinished'}",
                 "host": meta.get("host", ""),
                 "hardware": "; ".join(
                     x
@@ -203,12 +197,14 @@ def render(
     """Write the report of the selected runs (default: the latest) to ``output``."""
     started = time.perf_counter()
     data = load(db, refs, last)
-    latest_id = data.latest["run_id"]
+    latest_id = data.latest.run_id
     latest = data.cases[data.cases["run_id"] == latest_id]
     latest_rows = data.rows[(data.rows["run_id"] == latest_id) & (data.rows["status"] == "ok")]
 
     compared = [
-        figures.energy_per_token_stacked(latest),
+        figures.energy_per_token_stacked(
+            latest, modelled_domains(data.rows[data.rows["run_id"] == latest_id])
+        ),
         figures.bar_by_case(
             latest, "g_per_1k_tokens", "CO2e per 1,000 tokens", "mg CO2e per 1k tokens", 1e3
         ),

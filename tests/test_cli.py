@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from bench.cli import main
-from tests.test_rapl import make_powercap
+from carbonbench.cli import main
+from tests.helpers import make_powercap
 
 
 def test_models_json_lists_every_architecture(capsys) -> None:
@@ -55,7 +55,8 @@ def test_bad_value_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys) -> None
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["models", "--help"]])
-def test_python_dash_m_bench_is_the_command(argv) -> None:
-    done = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True)
+def test_python_dash_m_carbonbench_is_the_command(argv) -> None:
+    command = [sys.executable, "-m", "carbonbench", *argv]
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0
     assert "carbonbench" in done.stdout

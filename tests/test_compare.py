@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from bench.cli import main
-from bench.compare import (
+from carbonbench.cli import main
+from carbonbench.compare import (
     CompareError,
     Side,
     Thresholds,
@@ -18,8 +18,8 @@ from bench.compare import (
     markdown,
     noise_floor,
 )
-from bench.store import Store
-from tests.rows import row
+from carbonbench.store import Store
+from tests.helpers import row
 
 HARDWARE = {"cpu": "Test CPU", "gpus": ["H100"]}
 
@@ -168,7 +168,10 @@ def test_cli_exit_codes_and_markdown(tmp_path, capsys) -> None:
     assert main(["compare", "base", "same", "--db", str(db)]) == 0
     summary = tmp_path / "summary.md"
     assert main(["compare", "base", "worse", "--db", str(db), "--markdown", str(summary)]) == 1
-    assert "1 regression" in summary.read_text() or "regression(s)" in summary.read_text()
+    text = summary.read_text()
+    assert text.startswith("### carbonbench compare: 2 regression(s)\n")
+    regressed = [line.split(" | ")[1] for line in text.splitlines() if "🔴 regression" in line]
+    assert regressed == ["energy_per_token", "co2e_per_1k_tokens"]  # time and FLOPs unchanged
     capsys.readouterr()
     argv = [
         "compare",

@@ -13,14 +13,20 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bench import distributed
-from bench.carbon import resolve
-from bench.cli import main
-from bench.distributed import DistributedRunner, Topology, launch, topology_from_env, training_only
-from bench.meter import Measurement
-from bench.runner import JobFailed, RunOptions
-from bench.store import Store
-from tests.test_runner import fast_suite
+from carbonbench import distributed
+from carbonbench.carbon import resolve
+from carbonbench.cli import main
+from carbonbench.distributed import (
+    DistributedRunner,
+    Topology,
+    launch,
+    topology_from_env,
+    training_only,
+)
+from carbonbench.meter import Measurement
+from carbonbench.runner import JobFailed, RunOptions
+from carbonbench.store import Store
+from tests.helpers import fast_suite
 
 
 def test_two_processes_write_one_row_per_window_with_every_rank(tmp_path) -> None:
@@ -32,18 +38,18 @@ def test_two_processes_write_one_row_per_window_with_every_rank(tmp_path) -> Non
     with Store(db, create=False) as store:
         rows = store.rows(run_id)
         (run,) = store.runs()
-    assert run["status"] == "ok" and run["metadata"]["world_size"] == 2
+    assert run.status == "ok" and run.metadata["world_size"] == 2
     assert len(rows) == 2 * len(suite.cases)
     for row in rows:
-        assert row["status"] == "ok" and row["world_size"] == 2
-        assert row["tokens"] == row["steps"] * 2 * 8 * 2  # steps x batch x seq_len x ranks
-        ranks = row["extra"]["ranks"]
+        assert row.status == "ok" and row.world_size == 2
+        assert row.tokens == row.steps * 2 * 8 * 2  # steps x batch x seq_len x ranks
+        ranks = row.extra["ranks"]
         assert [r["rank"] for r in ranks] == [0, 1]
         # the host's domains are measured once, by local rank 0, not once per rank
         assert set(ranks[0]["energy_j"]) == {"cpu:modelled", "ram:modelled"}
         assert ranks[1]["energy_j"] == {}
-        assert row["energy_by_domain"] == ranks[0]["energy_j"]
-        assert row["duration_s"] == max(r["duration_s"] for r in ranks)
+        assert row.energy_by_domain == ranks[0]["energy_j"]
+        assert row.duration_s == max(r["duration_s"] for r in ranks)
 
 
 def test_merge_prefixes_domains_by_host_across_hosts() -> None:
@@ -102,21 +108,21 @@ def test_a_timeout_fails_the_case_on_every_rank_together_and_the_run_goes_on(tmp
     with Store(db, create=False) as store:
         rows = store.rows(run_id)
         (run,) = store.runs()
-    assert run["status"] == "failed"
-    assert [(r["arch"], r["status"]) for r in rows] == [("gpt", "failed"), ("gru", "failed")]
-    assert all("ran past case_timeout_s" in r["error"] for r in rows)
+    assert run.status == "failed"
+    assert [(r.arch, r.status) for r in rows] == [("gpt", "failed"), ("gru", "failed")]
+    assert all("ran past case_timeout_s" in r.error for r in rows)
 
 
 def _fail_on_rank_1(local_rank: int, nproc: int, port: int, args: tuple) -> None:
     """A spawned rank whose first workload raises on rank 1 only (a fault injected by the
     test, as an out-of-memory error on one GPU would)."""
     if local_rank == 1:
-        import bench.runner
+        import carbonbench.runner
 
         def broken(*a, **k):
             raise RuntimeError("injected on one rank")
 
-        bench.runner.make_workload = broken
+        carbonbench.runner.make_workload = broken
     distributed._spawned(local_rank, nproc, port, args)
 
 
@@ -134,10 +140,10 @@ def test_a_failure_on_one_rank_stops_the_job_at_once_and_is_recorded(tmp_path) -
     with Store(db, create=False) as store:
         (run,) = store.runs()
         rows = store.rows(run_id)
-    assert run["status"] == "failed"
-    errors = [r["error"] for r in rows if r["status"] == "failed"]
+    assert run.status == "failed"
+    errors = [r.error for r in rows if r.status == "failed"]
     assert "rank 1: RuntimeError: injected on one rank" in errors
-    assert {r["arch"] for r in rows} == {"gpt"}  # the job stopped: gru never started
+    assert {r.arch for r in rows} == {"gpt"}  # the job stopped: gru never started
 
 
 def _free_port() -> int:
@@ -153,14 +159,16 @@ def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> N
         def join(self) -> bool:
             raise mp.ProcessRaisedException(
                 "\n\n-- Process 1 terminated with the following error:\nTraceback ...\n"
-                "bench.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
+                "carbonbench.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
                 1,
                 1234,
             )
 
     monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: Failed())
     suite = training_only(fast_suite())
-    with pytest.raises(JobFailed, match=r"^run \S+: bench.runner.JobFailed: rank 1 failed.*boom$"):
+    with pytest.raises(
+        JobFailed, match=r"^run \S+: carbonbench.runner.JobFailed: rank 1 failed.*boom$"
+    ):
         launch(2, suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions())
 
 
@@ -201,14 +209,14 @@ def test_ctrl_c_stops_every_rank_after_its_window_and_keeps_the_rows(tmp_path) -
     assert "Traceback" not in err and "interrupted" in out
     with Store(db, create=False) as store:
         (run,) = store.runs()
-        rows = store.rows(run["run_id"])
-    assert run["status"] == "interrupted"
-    assert rows and all(r["status"] == "ok" and r["arch"] == "gpt" for r in rows)
+        rows = store.rows(run.run_id)
+    assert run.status == "interrupted"
+    assert rows and all(r.status == "ok" and r.arch == "gpt" for r in rows)
 
 
 def _rows(db) -> int:
     if not db.exists():
         return 0
     with contextlib.suppress(Exception), Store(db, create=False) as store:
-        return sum(len(store.rows(r["run_id"])) for r in store.runs())
+        return sum(len(store.rows(r.run_id)) for r in store.runs())
     return 0

@@ -16,9 +16,9 @@ import json
 
 import pytest
 
-from bench.carbon import resolve
-from bench.cli import main
-from bench.estimate import embodied, from_compute, from_hardware, gpu_power, job_flops
+from carbonbench.carbon import resolve
+from carbonbench.cli import main
+from carbonbench.estimate import embodied, from_compute, from_hardware, gpu_power, job_flops
 
 G_PER_LB = 453.59237
 STRUBELL = resolve(intensity=0.954 * G_PER_LB, pue=1.58)
@@ -117,11 +117,11 @@ def test_estimate_errors(argv, message, capsys) -> None:
 
 
 def test_projection_from_a_measured_run(tmp_path, capsys) -> None:
-    from tests.test_runner import fast_suite, run
+    from tests.helpers import fast_suite, run
 
     _, runner, store = run(fast_suite(), tmp_path)
     rows = store.rows(runner.run_id)
-    joules_per_flop = sorted(r["energy_j"] / r["flops"] for r in rows)
+    joules_per_flop = sorted(r.energy_j / r.flops for r in rows)
     argv = [
         "estimate",
         "--from-run",

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import models
-from models.flops import analytic_flops, count_flops
+from carbonbench import models
+from carbonbench.models.flops import analytic_flops, count_flops
 
 NAMES = list(models.ARCHITECTURES)
 

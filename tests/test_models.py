@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import models
-from models.recurrent import ReferenceRecurrent
+from carbonbench import models
+from carbonbench.models.recurrent import ReferenceRecurrent
 
 NAMES = list(models.ARCHITECTURES)
 EXPECTED = {"rnn", "lstm", "gru", "transformer", "seq2seq-lstm", "gpt"}

@@ -9,37 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.meter import EnergyMeter
-from bench.sensors import RaplSensor, SensorUnavailable, detect_sensors
-
-MAX_RANGE_UJ = 5_000_000  # 5 J: small, so a window sees several wrap-arounds
-
-
-def _zone(path: Path, name: str, start_uj: int = 0) -> Path:
-    path.mkdir(parents=True)
-    (path / "name").write_text(f"{name}\n")
-    (path / "energy_uj").write_text(f"{start_uj:020d}\n")
-    (path / "max_energy_range_uj").write_text(f"{MAX_RANGE_UJ}\n")
-    return path
-
-
-def make_powercap(root: Path, packages: int = 2, psys: bool = True) -> dict[str, Path]:
-    """intel-rapl:N packages with core, uncore and dram subzones, the top-level links to the
-    subzones that the kernel also creates, and optionally a psys zone."""
-    zones = {}
-    for n in range(packages):
-        top = _zone(root / f"intel-rapl:{n}", f"package-{n}", start_uj=1_500_000)
-        zones[f"cpu:package-{n}"] = top
-        for m, sub in enumerate(("core", "uncore", "dram")):
-            path = _zone(top / f"intel-rapl:{n}:{m}", sub, start_uj=700_000)
-            os.symlink(path, root / f"intel-rapl:{n}:{m}")
-            if sub == "dram":
-                zones[f"cpu:dram-{n}"] = path
-            else:
-                zones[f"ignored:{sub}-{n}"] = path
-    if psys:
-        zones["cpu:psys"] = _zone(root / f"intel-rapl:{packages}", "psys")
-    return zones
+from carbonbench.meter import EnergyMeter
+from carbonbench.sensors import RaplSensor, SensorUnavailable, detect_sensors
+from tests.helpers import MAX_RANGE_UJ, make_powercap, make_zone
 
 
 class Advancer:
@@ -153,7 +125,7 @@ def test_permission_denied_is_reported_with_the_fix(powercap, monkeypatch) -> No
     message = str(error.value)
     assert "permission denied reading" in message and "intel-rapl:0/energy_uj" in message
     assert "root only since the 2020" in message and "udev rule" in message
-    detection = detect_sensors(gpu=False)
+    detection = detect_sensors(components={"cpu", "memory"})
     assert [s.source for s in detection.sensors] == ["modelled-cpu", "modelled-ram"]
     assert any("permission denied" in str(d) for d in detection.diagnostics)
 
@@ -165,15 +137,15 @@ def test_missing_tree_is_a_clear_diagnostic(tmp_path, monkeypatch) -> None:
 
 
 def test_dram_zone_replaces_modelled_ram(powercap) -> None:
-    detection = detect_sensors(gpu=False)
+    detection = detect_sensors(components={"cpu", "memory"})
     assert [s.source for s in detection.sensors] == ["rapl"]
 
 
 def test_package_without_dram_gets_modelled_ram(tmp_path, monkeypatch) -> None:
     root = tmp_path / "amd"
     root.mkdir()
-    _zone(root / "intel-rapl:0", "package-0")
+    make_zone(root / "intel-rapl:0", "package-0")
     monkeypatch.setenv("CARBONBENCH_POWERCAP_ROOT", str(root))
-    detection = detect_sensors(gpu=False)
+    detection = detect_sensors(components={"cpu", "memory"})
     assert [s.source for s in detection.sensors] == ["rapl", "modelled-ram"]
     assert any("no RAPL dram zone" in str(d) for d in detection.diagnostics)

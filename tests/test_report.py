@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.carbon import resolve
-from bench.cli import main
-from bench.meter import EnergyMeter
-from bench.runner import Runner, RunOptions
-from bench.sensors import ModelledCpuSensor, ModelledRamSensor
-from bench.store import Store, StoreError
-from reports.html import render
-from tests.test_runner import fast_suite
+from carbonbench.carbon import resolve
+from carbonbench.cli import main
+from carbonbench.meter import EnergyMeter
+from carbonbench.reports.html import render
+from carbonbench.runner import Runner, RunOptions
+from carbonbench.sensors import ModelledCpuSensor, ModelledRamSensor
+from carbonbench.store import Store, StoreError
+from tests.helpers import fast_suite
 
 LABEL = '<script>alert("label")</script>&'
 
@@ -27,8 +27,8 @@ def store_path(tmp_path_factory) -> Path:
     """Two runs of a small suite: a label with markup in it, reference and fused variants."""
     path = tmp_path_factory.mktemp("report") / "r.sqlite"
     text = fast_suite(archs=("gpt", "lstm"), phases=("train", "infer")).text
-    text = text.replace('device = ["cpu"]', 'device = ["cpu"]\nimpl = ["reference", "fused"]')
-    from bench.suite import parse
+    text = text.replace('impl = ["fused"]', 'impl = ["reference", "fused"]')
+    from carbonbench.suite import parse
 
     suite = parse(text, "fast.toml")
     for label in ("night 1", LABEL):
@@ -170,7 +170,7 @@ def test_report_renders_in_headless_chromium(store_path, tmp_path) -> None:
 def test_energy_by_method_leaves_overlapping_domains_out() -> None:
     import pandas as pd
 
-    from reports.data import energy_by_method
+    from carbonbench.reports.data import energy_by_method
 
     rows = pd.DataFrame(
         [

@@ -13,66 +13,19 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.runner as runner_module
-from bench.carbon import resolve
-from bench.cli import main
-from bench.meter import EnergyMeter
-from bench.runner import Runner, RunOptions
-from bench.sensors import ModelledCpuSensor, ModelledRamSensor
-from bench.store import Store
-from bench.suite import narrow, parse
-from bench.summary import summarise
-from bench.workloads import make_workload
-from models import build
-
-FAST = """
-[suite]
-name = "fast"
-
-[matrix]
-arch = {archs}
-phase = {phases}
-batch = [2]
-seq_len = [8]
-device = {devices}
-
-[measure]
-warmup_steps = 1
-min_window_s = 0.05
-repeats = 2
-idle_baseline_s = 0.1
-interval_s = 0.02
-case_timeout_s = {timeout}
-new_tokens = 4
-
-[target]
-loss = {target}
-eval_every = 2
-max_steps = {max_steps}
-max_seconds = 30
-"""
-
-
-def fast_suite(
-    archs=("gpt",), phases=("train",), devices=("cpu",), timeout=60, target=6.0, max_steps=400
-):
-    text = FAST.format(
-        archs=json.dumps(list(archs)),
-        phases=json.dumps(list(phases)),
-        devices=json.dumps(list(devices)),
-        timeout=timeout,
-        target=target,
-        max_steps=max_steps,
-    )
-    return parse(text, "fast.toml")
-
-
-def run(suite, tmp_path, on_event=None):
-    store = Store(tmp_path / "r.sqlite")
-    with EnergyMeter([ModelledCpuSensor(), ModelledRamSensor()], 0.02) as meter:
-        runner = Runner(suite, store, meter, resolve(intensity=400.0), on_event=on_event)
-        status = runner.run()
-    return status, runner, store
+import carbonbench.runner as runner_module
+from carbonbench import workloads
+from carbonbench.carbon import resolve
+from carbonbench.cli import main
+from carbonbench.meter import EnergyMeter
+from carbonbench.models import build
+from carbonbench.runner import Runner, RunOptions
+from carbonbench.sensors import ModelledCpuSensor, ModelledRamSensor
+from carbonbench.store import Store
+from carbonbench.suite import narrow, parse
+from carbonbench.summary import summarise
+from carbonbench.workloads import make_workload
+from tests.helpers import fast_suite, run
 
 
 def test_every_case_becomes_rows_with_work_energy_and_carbon(tmp_path) -> None:
@@ -80,27 +33,27 @@ def test_every_case_becomes_rows_with_work_energy_and_carbon(tmp_path) -> None:
     status, runner, store = run(suite, tmp_path)
     assert status == "ok"
     rows = store.rows(runner.run_id)
-    assert {r["case_id"] for r in rows} == {c.case_id for c in suite.cases}
+    assert {r.case_id for r in rows} == {c.case_id for c in suite.cases}
     assert len(rows) == 2 * len(suite.cases)
     for row in rows:
-        assert row["status"] == "ok" and row["steps"] >= 1 and row["energy_j"] > 0
-        assert row["flops"] > 0 and row["duration_s"] > 0
-        assert row["method_by_domain"] == {"cpu:modelled": "modelled", "ram:modelled": "modelled"}
-        assert row["co2e_g"] == pytest.approx(row["kwh"] * 400.0)
-        assert row["kwh"] == pytest.approx(row["energy_j"] / 3.6e6)
-        assert row["idle_w"] is not None and row["dynamic_energy_j"] is not None
-        per_step = {"decode": 2 * 4, "prefill": 2 * 8}.get(row["phase"], 2 * 8)
-        assert row["tokens"] == row["steps"] * per_step
-        if row["arch"] == "seq2seq-lstm":
-            assert row["src_tokens"] == row["tokens"]
-        if row["repeat"] == 0:
-            assert row["extra"]["warmup"]["steps"] == 1
-    train = next(r for r in rows if r["phase"] == "train")
-    assert train["loss"] is not None and train["params"] > 0
-    (meta,) = [r for r in store.runs() if r["run_id"] == runner.run_id]
-    assert meta["status"] == "ok" and meta["suite_name"] == "fast"
+        assert row.status == "ok" and row.steps >= 1 and row.energy_j > 0
+        assert row.flops > 0 and row.duration_s > 0
+        assert row.method_by_domain == {"cpu:modelled": "modelled", "ram:modelled": "modelled"}
+        assert row.co2e_g == pytest.approx(row.kwh * 400.0)
+        assert row.kwh == pytest.approx(row.energy_j / 3.6e6)
+        assert row.idle_w is not None and row.dynamic_energy_j is not None
+        per_step = {"decode": 2 * 4, "prefill": 2 * 8}.get(row.phase, 2 * 8)
+        assert row.tokens == row.steps * per_step
+        if row.arch == "seq2seq-lstm":
+            assert row.src_tokens == row.tokens
+        if row.repeat == 0:
+            assert row.extra["warmup"]["steps"] == 1
+    train = next(r for r in rows if r.phase == "train")
+    assert train.loss is not None and train.params > 0
+    (meta,) = [r for r in store.runs() if r.run_id == runner.run_id]
+    assert meta.status == "ok" and meta.suite_name == "fast"
     for key in ("host", "cpu", "versions", "sensors", "carbon", "idle_w", "git_commit"):
-        assert key in meta["metadata"]
+        assert key in meta.metadata
     summary = summarise(runner.rows)
     assert all(s.status == "ok" and s.j_per_token > 0 for s in summary)
     # the same numbers from the rows as stored (what the report and `run --json` read)
@@ -118,9 +71,9 @@ def test_a_failing_case_is_recorded_and_the_suite_goes_on(tmp_path) -> None:
     status, runner, store = run(suite, tmp_path)
     assert status == "failed"
     rows = store.rows(runner.run_id)
-    failed = [r for r in rows if r["status"] == "failed"]
-    assert len(failed) == 1 and "torch sees no CUDA GPU" in failed[0]["error"]
-    assert [r["status"] for r in rows if r["device"] == "cpu"] == ["ok", "ok"]
+    failed = [r for r in rows if r.status == "failed"]
+    assert len(failed) == 1 and "torch sees no CUDA GPU" in failed[0].error
+    assert [r.status for r in rows if r.device == "cpu"] == ["ok", "ok"]
 
 
 def test_nan_loss_fails_the_case(tmp_path, monkeypatch) -> None:
@@ -132,14 +85,14 @@ def test_nan_loss_fails_the_case(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(runner_module, "make_workload", diverging)
     status, runner, store = run(fast_suite(), tmp_path)
     (row,) = store.rows(runner.run_id)
-    assert status == "failed" and row["status"] == "failed"
-    assert row["error"] == "loss became NaN or infinite: training diverged"
+    assert status == "failed" and row.status == "failed"
+    assert row.error == "loss became NaN or infinite: training diverged"
 
 
 def test_case_timeout(tmp_path) -> None:
     _, runner, store = run(fast_suite(timeout=0.0), tmp_path)
     (row,) = store.rows(runner.run_id)
-    assert row["status"] == "failed" and "timed out" in row["error"]
+    assert row.status == "failed" and "timed out" in row.error
 
 
 def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
@@ -151,18 +104,18 @@ def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
     status, runner, store = run(suite, tmp_path, on_event)
     assert status == "interrupted"
     rows = store.rows(runner.run_id)
-    assert len(rows) == 1 and rows[0]["status"] == "ok"
-    assert store.runs()[-1]["status"] == "interrupted"
+    assert len(rows) == 1 and rows[0].status == "ok"
+    assert store.runs()[-1].status == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 HANG = """
 import sys, threading
 
-import bench.runner
-from bench.cli import main
+import carbonbench.runner
+from carbonbench.cli import main
 
-real = bench.runner.make_workload
+real = carbonbench.runner.make_workload
 
 
 def hanging(model, phase, **kwargs):  # a fault injected by the test: gru's steps never return
@@ -172,7 +125,7 @@ def hanging(model, phase, **kwargs):  # a fault injected by the test: gru's step
     return workload
 
 
-bench.runner.make_workload = hanging
+carbonbench.runner.make_workload = hanging
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -194,20 +147,20 @@ def test_a_step_that_never_returns_is_recorded_as_hung_and_the_run_ends(tmp_path
     assert f"finished rows are in {db}" in line
     with Store(db, create=False) as store:
         (run,) = store.runs()
-        rows = store.rows(run["run_id"])
-    assert run["status"] == "failed"
-    assert [(r["arch"], r["status"]) for r in rows] == [
+        rows = store.rows(run.run_id)
+    assert run.status == "failed"
+    assert [(r.arch, r.status) for r in rows] == [
         ("gpt", "ok"),
         ("gpt", "ok"),
         ("gru", "failed"),
     ]
-    assert rows[-1]["error"].startswith("hung: one step still running after")
+    assert rows[-1].error.startswith("hung: one step still running after")
     # the cases after the hung one: --resume adds them to the same run
     assert main(["run", "--resume", "latest", "--db", str(db)]) == 1  # gru stays failed
     with Store(db, create=False) as store:
         (run,) = store.runs()
-        arches = [r["arch"] for r in store.rows(run["run_id"])]
-    assert arches == ["gpt", "gpt", "gru", "lstm", "lstm"] and run["status"] == "failed"
+        arches = [r.arch for r in store.rows(run.run_id)]
+    assert arches == ["gpt", "gpt", "gru", "lstm", "lstm"] and run.status == "failed"
 
 
 def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -> None:
@@ -233,10 +186,10 @@ def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -
         (run,) = again.runs()
         rows = again.rows(runner.run_id)
     # rnn kept its one window from before; gru was added; gpt stays filtered out
-    assert [(r["arch"], r["repeat"]) for r in rows] == [("rnn", 0), ("gru", 0), ("gru", 1)]
-    assert {r["intensity_g_per_kwh"] for r in rows} == {123.0}
-    assert run["label"] == "night" and len(run["metadata"]["resumed_at"]) == 1
-    assert run["metadata"]["sensor_constants"]["modelled-cpu"]["p_max_w"] == 42.0
+    assert [(r.arch, r.repeat) for r in rows] == [("rnn", 0), ("gru", 0), ("gru", 1)]
+    assert {r.intensity_g_per_kwh for r in rows} == {123.0}
+    assert run.label == "night" and len(run.metadata["resumed_at"]) == 1
+    assert run.metadata["sensor_constants"]["modelled-cpu"]["p_max_w"] == 42.0
     assert main(["run", "--resume", "latest", "--cpu-tdp", "9", "--db", db]) == 2
     assert "drop --cpu-tdp" in capsys.readouterr().err
     assert [c["arch"] for c in result["cases"]] == ["rnn", "gru"]
@@ -244,13 +197,13 @@ def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -
     assert "has rows for every case: nothing to resume" in capsys.readouterr().err
     with Store(db, create=False) as again:  # marked running by a process that is alive
         alive = {"pid": os.getppid(), "started": time.time()}
-        again.reopen_run(runner.run_id, run["metadata"] | {"process": alive})
+        again.reopen_run(runner.run_id, run.metadata | {"process": alive})
     assert main(["run", "--resume", "latest", "--db", db]) == 2
     assert f"run {runner.run_id} is still running (process {os.getppid()}" in (
         capsys.readouterr().err
     )
     with Store(db, create=False) as again:  # a run of another machine
-        again.end_run(runner.run_id, "failed", "now", run["metadata"] | {"cpu": "Other CPU"})
+        again.end_run(runner.run_id, "failed", "now", run.metadata | {"cpu": "Other CPU"})
     assert main(["run", "--resume", "latest", "--db", db]) == 2
     assert "ran on other hardware" in capsys.readouterr().err
 
@@ -258,14 +211,14 @@ def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -
 def test_energy_to_target(tmp_path) -> None:
     status, runner, store = run(fast_suite(phases=("train-to-target",), target=6.5), tmp_path)
     (row,) = store.rows(runner.run_id)
-    assert status == "ok" and row["reached_target"] is True
-    assert row["loss"] <= 6.5 and row["target_loss"] == 6.5 and row["energy_j"] > 0
-    assert row["steps"] % 2 == 0
+    assert status == "ok" and row.reached_target is True
+    assert row.loss <= 6.5 and row.target_loss == 6.5 and row.energy_j > 0
+    assert row.steps % 2 == 0
     status, runner, store = run(
         fast_suite(phases=("train-to-target",), target=0.001, max_steps=4), tmp_path
     )
     (row,) = store.rows(runner.run_id)
-    assert row["reached_target"] is False and row["steps"] == 4
+    assert row.reached_target is False and row.steps == 4
 
 
 def test_adaptive_repeats_stop_at_max_repeats_or_budget(tmp_path) -> None:
@@ -279,14 +232,29 @@ def test_adaptive_repeats_stop_at_max_repeats_or_budget(tmp_path) -> None:
     assert len(store.rows(runner.run_id)) == 2  # the fixed repeats, then the budget is spent
 
 
-def test_corpus_training(tmp_path) -> None:
+def test_corpus_training_reads_the_corpus(tmp_path, monkeypatch) -> None:
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 50)
+    text = "the quick brown fox jumps over the lazy dog. " * 50
+    corpus.write_text(text)
+    drawn: list[torch.Tensor] = []
+
+    class Spy(workloads.CorpusSource):
+        def sample(self, batch, length):
+            tokens = super().sample(batch, length)
+            drawn.append(tokens)
+            return tokens
+
+    monkeypatch.setattr(workloads, "CorpusSource", Spy)
     suite = fast_suite(archs=("lstm", "transformer"), phases=("train",))
     store = Store(tmp_path / "c.sqlite")
     with EnergyMeter([ModelledCpuSensor()], 0.02) as meter:
         runner = Runner(suite, store, meter, resolve(), RunOptions(corpus=str(corpus)))
         assert runner.run() == "ok"
+    # every batch came from the corpus: its bytes, in its order
+    assert drawn and all(int(t.max()) < 256 for t in drawn)
+    window = bytes(drawn[0][0].tolist())
+    assert window in text.encode() * 2
+    assert store.run(runner.run_id).metadata["options"]["corpus"] == str(corpus)
 
 
 def test_generation_workloads_count_their_tokens() -> None:
@@ -301,12 +269,18 @@ def test_generation_workloads_count_their_tokens() -> None:
         make_workload(
             model, "prefill", batch=1, seq_len=250, device=torch.device("cpu"), new_tokens=10
         )
-    with pytest.raises(ValueError, match="only gpt"):
+    with pytest.raises(ValueError, match=r"decode needs a key/value cache \(gpt only\)"):
         make_workload(build("lstm"), "decode", batch=1, seq_len=4, device=torch.device("cpu"))
+    model = build("rnn")
+    outputs = []
+    model.register_forward_hook(lambda module, inputs, output: outputs.append(output))
     infer = make_workload(
-        build("rnn"), "infer", batch=2, seq_len=4, device=torch.device("cpu"), dtype="bfloat16"
+        model, "infer", batch=2, seq_len=4, device=torch.device("cpu"), dtype="bfloat16"
     )
-    infer.step()
+    assert infer.step() is None and not model.training
+    ((logits),) = outputs
+    assert logits.shape == (2, 4, model.config.vocab) and logits.dtype == torch.bfloat16
+    assert infer.work.tokens == 8 and infer.work.flops > 0
 
 
 def test_cli_run_export_and_runs(tmp_path, capsys) -> None:

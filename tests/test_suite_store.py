@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from bench.store import APPLICATION_ID, ResultRow, Store, StoreError
-from bench.suite import SuiteError, load, narrow, parse
-from tests.rows import row
+from carbonbench.store import APPLICATION_ID, ResultRow, Store, StoreError
+from carbonbench.suite import SuiteError, load, narrow, parse
+from tests.helpers import row
 
 MINIMAL = """
 [matrix]
@@ -115,9 +115,9 @@ def test_store_round_trip_and_refs(tmp_path) -> None:
         with pytest.raises(StoreError, match="3 runs match 'run-'"):
             store.resolve("run-")
         (row,) = store.rows("run-b")
-        assert row["energy_by_domain"] == {"cpu:modelled": 1.5}
-        assert row["reached_target"] is True and row["tokens"] == 16
-        assert store.runs()[2]["status"] == "ok"
+        assert row.energy_by_domain == {"cpu:modelled": 1.5}
+        assert row.reached_target is True and row.tokens == 16
+        assert store.runs()[2].status == "ok"
     db = sqlite3.connect(tmp_path / "r.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID

@@ -1,20 +1,44 @@
 """Power sources behind one interface, and the choice of sources for this machine.
 
-Counters first: NVML for GPUs, RAPL for CPU packages and DRAM. The modelled CPU covers the CPU
-only where RAPL cannot; the modelled RAM covers memory only where no RAPL dram zone does.
+``FACTORIES`` lists every source, best first: counters (NVML for GPUs, RAPL for CPU packages
+and DRAM), then the models that cover what no counter does. Detection walks it once and
+keeps, for each component (gpu, cpu, memory), the first source that measures it; a source
+that cannot run here says why, and that reason is kept to explain the worse method chosen.
+A new source is one file with its ``Sensor`` class and a ``SensorFactory``, and one line here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.sensors.base import METHODS, Diagnostic, Method, Sensor, SensorUnavailable
-from bench.sensors.modelled import ModelledCpuSensor, ModelledRamSensor
-from bench.sensors.nvml import NvmlSensor
-from bench.sensors.rapl import RaplSensor
+from carbonbench.sensors import modelled, nvml, rapl
+from carbonbench.sensors.base import (
+    COMPONENTS,
+    METHODS,
+    Component,
+    Diagnostic,
+    Method,
+    Sensor,
+    SensorFactory,
+    SensorOptions,
+    SensorUnavailable,
+)
+from carbonbench.sensors.modelled import ModelledCpuSensor, ModelledRamSensor
+from carbonbench.sensors.nvml import NvmlSensor
+from carbonbench.sensors.rapl import RaplSensor
+
+FACTORIES: list[SensorFactory] = [
+    nvml.FACTORY,
+    rapl.FACTORY,
+    modelled.CPU_FACTORY,
+    modelled.RAM_FACTORY,
+]
 
 __all__ = [
+    "COMPONENTS",
+    "FACTORIES",
     "METHODS",
+    "Component",
     "Detection",
     "Diagnostic",
     "Method",
@@ -23,6 +47,8 @@ __all__ = [
     "NvmlSensor",
     "RaplSensor",
     "Sensor",
+    "SensorFactory",
+    "SensorOptions",
     "SensorUnavailable",
     "detect_sensors",
 ]
@@ -33,35 +59,34 @@ class Detection:
     sensors: list[Sensor]
     diagnostics: list[Diagnostic] = field(default_factory=list)  # why better methods are out
 
+    @property
+    def covered(self) -> frozenset[str]:
+        return frozenset().union(*(s.covers for s in self.sensors))
+
 
 def detect_sensors(
+    options: SensorOptions | None = None,
     *,
-    gpu: bool = True,
-    cpu_tdp_w: float | None = None,
-    ram_w_per_gb: float | None = None,
+    components: frozenset[str] | set[str] = frozenset(COMPONENTS),
+    factories: list[SensorFactory] | None = None,
 ) -> Detection:
-    """The best source for every domain of this machine, and why any better one is missing."""
+    """The best source for each of ``components`` on this machine, and why any better one is
+    missing. A source is tried only while a component it measures is still uncovered."""
+    options = options or SensorOptions()
     found = Detection([])
-    if gpu:
+    for factory in FACTORIES if factories is None else factories:
+        wanted = (factory.components & frozenset(components)) - found.covered
+        if not wanted:
+            continue
         try:
-            nvml = NvmlSensor()
-            found.sensors.append(nvml)
-            found.diagnostics.extend(nvml.diagnostics)
-            nvml.diagnostics.clear()
+            sensor = factory.create(options)
         except SensorUnavailable as missing:
             found.diagnostics.append(missing.diagnostic)
-    rapl = None
-    try:
-        rapl = RaplSensor()
-        found.sensors.append(rapl)
-    except SensorUnavailable as missing:
-        found.diagnostics.append(missing.diagnostic)
-    if rapl is None:
-        found.sensors.append(ModelledCpuSensor(cpu_tdp_w))
-    if rapl is None or not any(d.startswith("cpu:dram-") for d in rapl.domains):
-        if rapl is not None:
-            found.diagnostics.append(
-                Diagnostic("rapl", "no RAPL dram zone (common on AMD): memory is modelled.")
-            )
-        found.sensors.append(ModelledRamSensor(*(() if ram_w_per_gb is None else (ram_w_per_gb,))))
+            continue
+        if not sensor.covers & wanted:  # nothing new from it
+            sensor.close()
+            continue
+        found.sensors.append(sensor)
+        found.diagnostics.extend(sensor.diagnostics)
+        sensor.diagnostics.clear()
     return found

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.sensors.base import Method, Sensor
+from carbonbench.errors import InputError
+from carbonbench.sensors.base import Component, Method, Sensor, SensorFactory
 
 IDLE_FRACTION = 0.1
 DEFAULT_W_PER_CPU = 5.0  # between server parts (~2-3.5 W per thread) and desktops (~6 W)
@@ -102,6 +103,7 @@ class ModelledCpuSensor(Sensor):
     source = "modelled-cpu"
     domains = ("cpu:modelled",)
     methods: tuple[Method, ...] = ("modelled",)
+    components: tuple[Component, ...] = ("cpu",)
     additive = (True,)
 
     def __init__(self, cpu_tdp_w: float | None = None, idle_fraction: float = IDLE_FRACTION):
@@ -111,7 +113,7 @@ class ModelledCpuSensor(Sensor):
         self.virtual = is_virtual_machine()
         if cpu_tdp_w is not None:
             if cpu_tdp_w <= 0:
-                raise ValueError(f"cpu TDP must be positive watts, got {cpu_tdp_w}")
+                raise InputError(f"cpu TDP must be positive watts, got {cpu_tdp_w}")
             self.p_max, self.p_max_source = float(cpu_tdp_w), "given by the user (--cpu-tdp)"
         else:
             match = None if self.virtual else lookup_tdp(self.cpu)
@@ -176,6 +178,12 @@ class ModelledCpuSensor(Sensor):
             "utilisation": "busy share of all logical CPUs (psutil.cpu_times)",
         }
 
+    def basis(self) -> str:
+        return f"P_max {self.p_max:g} W: {self.p_max_source}"
+
+    def metadata(self) -> dict[str, object]:
+        return {"devices": {"cpu:modelled": self.cpu}}
+
     def close(self) -> None:
         if self._stat is not None:
             os.close(self._stat)
@@ -186,12 +194,13 @@ class ModelledRamSensor(Sensor):
     source = "modelled-ram"
     domains = ("ram:modelled",)
     methods: tuple[Method, ...] = ("modelled",)
+    components: tuple[Component, ...] = ("memory",)
     additive = (True,)
 
     def __init__(self, w_per_gb: float = W_PER_GB) -> None:
         super().__init__()
         if w_per_gb <= 0:
-            raise ValueError(f"RAM watts per GB must be positive, got {w_per_gb}")
+            raise InputError(f"RAM watts per GB must be positive, got {w_per_gb}")
         self.w_per_gb = w_per_gb
         try:  # /proc/meminfo read in place: a tenth of psutil.virtual_memory()'s cost
             self._meminfo: int | None = os.open("/proc/meminfo", os.O_RDONLY)
@@ -230,7 +239,22 @@ class ModelledRamSensor(Sensor):
             "total_gb": psutil.virtual_memory().total / 1e9,
         }
 
+    def basis(self) -> str:
+        return f"{self.w_per_gb:g} W per GB in use"
+
     def close(self) -> None:
         if self._meminfo is not None:
             os.close(self._meminfo)
             self._meminfo = None
+
+
+CPU_FACTORY = SensorFactory(
+    "modelled-cpu", frozenset({"cpu"}), lambda options: ModelledCpuSensor(options.cpu_tdp_w)
+)
+RAM_FACTORY = SensorFactory(
+    "modelled-ram",
+    frozenset({"memory"}),
+    lambda options: ModelledRamSensor(
+        W_PER_GB if options.ram_w_per_gb is None else options.ram_w_per_gb
+    ),
+)

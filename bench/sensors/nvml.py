@@ -16,7 +16,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from bench.sensors.base import Diagnostic, Method, Sensor, SensorUnavailable
+from carbonbench.sensors.base import (
+    Component,
+    Diagnostic,
+    Method,
+    Sensor,
+    SensorFactory,
+    SensorUnavailable,
+)
 
 
 def _load_nvml() -> Any:
@@ -24,7 +31,12 @@ def _load_nvml() -> Any:
         import pynvml
     except ImportError:
         raise SensorUnavailable(
-            Diagnostic("nvml", "the NVML binding is not installed.", "pip install nvidia-ml-py")
+            Diagnostic(
+                "nvml",
+                "the NVML binding is not installed.",
+                "pip install nvidia-ml-py",
+                components=("gpu",),
+            )
         ) from None
     try:
         pynvml.nvmlInit()
@@ -35,6 +47,7 @@ def _load_nvml() -> Any:
                 f"NVML could not start ({error}): no NVIDIA driver or GPU on this machine.",
                 "Install the NVIDIA driver (nvidia-smi should list the GPUs); in a container, "
                 "run with the NVIDIA container toolkit (--gpus all).",
+                components=("gpu",),
             )
         ) from None
     return pynvml
@@ -104,12 +117,14 @@ class NvmlSensor(Sensor):
                     "nvml",
                     f"no GPU is visible (CUDA_VISIBLE_DEVICES={visible!r}).",
                     "Unset CUDA_VISIBLE_DEVICES or name GPUs by index or GPU-<uuid>.",
+                    components=("gpu",),
                 )
             )
         self.domains = tuple(g.domain for g in self._gpus)
         self.methods: tuple[Method, ...] = tuple(
             "counter" if g.has_counter else "power-sampled" for g in self._gpus
         )
+        self.components: tuple[Component, ...] = ("gpu",) * len(self._gpus)
         self.additive = (True,) * len(self._gpus)
         self._last_now: float | None = None
 
@@ -128,6 +143,7 @@ class NvmlSensor(Sensor):
                     f"{domain} ({name}) has no energy counter ({error}); integrating power "
                     "samples instead (less exact for short kernels).",
                     "Use a Volta or newer GPU for counter-based energy.",
+                    domains=(domain,),
                 )
             )
         gpu.instant_power = self._instant_power(handle) is not None
@@ -177,6 +193,7 @@ class NvmlSensor(Sensor):
                         f"{gpu.domain} ({gpu.name}) stopped answering ({error}); its energy "
                         "stops at the last good reading.",
                         "Check the GPU with nvidia-smi; a lost GPU needs a reset or reboot.",
+                        domains=(gpu.domain,),
                     )
                 )
         return [g.energy_j for g in self._gpus], [g.power_w for g in self._gpus]
@@ -187,6 +204,12 @@ class NvmlSensor(Sensor):
         except self._nvml.NVMLError:
             return None
         return version.decode() if isinstance(version, bytes) else version
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "driver": self.driver_version(),
+            "devices": {g.domain: g.name for g in self._gpus},
+        }
 
     def constants(self) -> dict[str, object]:
         return {
@@ -212,3 +235,10 @@ class NvmlSensor(Sensor):
             self._gpus = []
             with contextlib.suppress(self._nvml.NVMLError):
                 self._nvml.nvmlShutdown()
+
+
+FACTORY = SensorFactory(
+    "nvml",
+    frozenset({"gpu"}),
+    lambda options: NvmlSensor(visible=options.gpus, first_index=options.first_gpu_index),
+)

@@ -16,7 +16,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.sensors.base import Diagnostic, Method, Sensor, SensorUnavailable
+from carbonbench.sensors.base import (
+    Component,
+    Diagnostic,
+    Method,
+    Sensor,
+    SensorFactory,
+    SensorUnavailable,
+)
+
+COMPONENTS = ("cpu", "memory")
 
 DEFAULT_ROOT = "/sys/class/powercap"
 PERMISSION_FIX = (
@@ -67,11 +76,24 @@ class RaplSensor(Sensor):
                     f"no RAPL package zones (intel-rapl:N) under {self.root}.",
                     "Run on bare-metal Linux with the intel_rapl (Intel) or "
                     "amd_energy/rapl (AMD) driver loaded; VMs rarely expose RAPL.",
+                    components=COMPONENTS,
                 )
             )
         self.domains = tuple(z.domain for z in self._zones)
         self.methods: tuple[Method, ...] = ("counter",) * len(self._zones)
-        self.additive = tuple(d != "cpu:psys" for d in self.domains)
+        self.components: tuple[Component, ...] = tuple(
+            "platform" if d == "cpu:psys" else "memory" if ":dram-" in d else "cpu"
+            for d in self.domains
+        )
+        self.additive = tuple(c != "platform" for c in self.components)
+        if "memory" not in self.components:
+            self.diagnostics.append(
+                Diagnostic(
+                    "rapl",
+                    "no RAPL dram zone (common on AMD): memory is modelled.",
+                    components=("memory",),
+                )
+            )
         self._last_now: float | None = None
         self._last_j = [0.0] * len(self._zones)
 
@@ -84,6 +106,7 @@ class RaplSensor(Sensor):
                     "counters here (a VM, a container without /sys, or not Linux).",
                     "On bare metal, load the intel_rapl_common module; in a container, "
                     "mount /sys/class/powercap or set CARBONBENCH_POWERCAP_ROOT.",
+                    components=COMPONENTS,
                 )
             )
         found: list[tuple[str, Path]] = []
@@ -113,6 +136,7 @@ class RaplSensor(Sensor):
                     "rapl",
                     f"permission denied reading {path}.",
                     PERMISSION_FIX.format(root=self.root),
+                    components=COMPONENTS,
                 )
             ) from None
         max_range = int((zone_dir / "max_energy_range_uj").read_text())
@@ -141,7 +165,13 @@ class RaplSensor(Sensor):
             "max_energy_range_uj": {z.domain: z.max_range_uj for z in self._zones},
         }
 
+    def metadata(self) -> dict[str, object]:
+        return {"devices": {z.domain: str(z.path.parent) for z in self._zones}}
+
     def close(self) -> None:
         for zone in self._zones:
             os.close(zone.fd)
         self._zones = []
+
+
+FACTORY = SensorFactory("rapl", frozenset(COMPONENTS), lambda options: RaplSensor())

@@ -1,0 +1,30 @@
+"""Arguments several commands share, and turning them into the library's settings."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from carbonbench.store import DEFAULT_DB
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help=f"results store (default {DEFAULT_DB})"
+    )
+
+
+def add_carbon_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--country", metavar="ISO3", help="grid of a country, e.g. USA, FRA")
+    where.add_argument("--cloud", metavar="PROVIDER:REGION", help="e.g. gcp:europe-west1")
+    where.add_argument(
+        "--carbon-intensity", type=float, metavar="G_PER_KWH", help="grams CO2e per kWh"
+    )
+    parser.add_argument("--pue", type=float, help="power usage effectiveness (default 1.0)")
+
+
+def carbon_given(args: argparse.Namespace) -> bool:
+    """Whether any carbon option was given on the command line."""
+    names = ("carbon_intensity", "country", "cloud", "pue")
+    return any(getattr(args, n) is not None for n in names)

@@ -1,0 +1,56 @@
+"""``carbonbench models``: the architectures, their parameter counts per size, and where
+each comes from."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "models"
+HELP = "list the architectures and their sizes"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def handle(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from carbonbench import models
+
+    rows = []
+    for name, arch in models.ARCHITECTURES.items():
+        counts = {}
+        for size in arch.sizes:
+            with torch.device("meta"):  # counted without allocating
+                counts[size] = models.count_parameters(models.build(name, size, arch.impls[0]))
+        rows.append(
+            {
+                "arch": name,
+                "kind": arch.kind,
+                "impls": list(arch.impls),
+                "generates": arch.generates,
+                "description": arch.description,
+                "source": arch.source,
+                "parameters": counts,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    sizes = list(dict.fromkeys(s for row in rows for s in row["parameters"]))
+    table = Table(title="Architectures (parameters per size)")
+    table.add_column("arch", style="bold")
+    for size in sizes:
+        table.add_column(size, justify="right")
+    table.add_column("description")
+    for row in rows:
+        counts = [
+            f"{row['parameters'][s] / 1e6:.2f} M" if s in row["parameters"] else "-" for s in sizes
+        ]
+        table.add_row(row["arch"], *counts, row["description"])
+    Console().print(table)
+    return 0

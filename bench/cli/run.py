@@ -1,0 +1,237 @@
+"""``carbonbench run``: a suite measured case by case, stored row by row, and its table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from carbonbench.cli.common import add_carbon_arguments, add_db_argument, carbon_given
+from carbonbench.errors import InputError
+
+NAME = "run"
+HELP = "run a benchmark suite and store its results"
+FILTERS = ("arch", "phase", "size", "device", "impl", "dtype")  # narrow a suite's matrix
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--suite", help="built-in name (smoke, gpu, nightly) or path (default: smoke)"
+    )
+    for name in FILTERS:
+        parser.add_argument(
+            f"--{name}",
+            action="append",
+            metavar=name.upper(),
+            help=f"only cases with this {name} (repeatable)",
+        )
+    parser.add_argument("--label", help="free text stored with the run (e.g. a PR number)")
+    add_db_argument(parser)
+    parser.add_argument("--corpus", help="train on this text file (byte-level tokens, vocab 256)")
+    parser.add_argument("--cpu-tdp", type=float, metavar="W", help="CPU TDP for the CPU model")
+    add_carbon_arguments(parser)
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with DistributedDataParallel over N processes on this host",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="REF",
+        help="add the cases a stopped run (id, latest, latest~N) has no rows for, with its "
+        "suite, filters, label and carbon settings",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+class WattsColumn(ProgressColumn):
+    """Live power from the meter's last sample, summed over the domains that add up."""
+
+    def __init__(self, meter) -> None:
+        super().__init__()
+        self.meter = meter
+
+    def render(self, task) -> Text:
+        power = self.meter.latest_power()
+        total = sum(w for d, w in power.items() if self.meter.additive[d])
+        return Text(f"{total:7.1f} W", style="bold yellow")
+
+
+def _plan(args: argparse.Namespace):
+    """(suite, carbon, options) from the command line, or from the run to resume."""
+    from carbonbench.carbon import resolve
+    from carbonbench.resume import plan_resume
+    from carbonbench.runner import RunOptions
+    from carbonbench.suite import load, narrow
+
+    if args.resume is not None:
+        names = ("suite", *FILTERS, "label", "nproc", "corpus", "cpu_tdp")
+        mixed = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n)]
+        mixed += ["carbon options"] * carbon_given(args)
+        if mixed:
+            raise InputError(
+                f"--resume measures as the run did: drop {', '.join(mixed)} (a new run takes them)"
+            )
+        plan = plan_resume(args.db, args.resume)
+        options = RunOptions(
+            label=plan.label,
+            corpus=plan.corpus,
+            seed=plan.seed,
+            cpu_tdp_w=plan.cpu_tdp_w,
+            filters=plan.filters,
+            resume=plan.run_id,
+        )
+        return plan.suite, plan.carbon, options
+    filters = {name: getattr(args, name) for name in FILTERS if getattr(args, name)}
+    suite = narrow(load(args.suite or "smoke"), **filters)
+    if not suite.cases:
+        raise InputError(f"no case of suite {suite.name!r} matches the filters given")
+    c = suite.carbon
+    given = args.carbon_intensity is not None or args.country or args.cloud
+    carbon = resolve(
+        intensity=args.carbon_intensity if given else c.intensity,
+        country=args.country if given else c.country,
+        cloud=args.cloud if given else c.cloud,
+        pue=args.pue if args.pue is not None else c.pue,
+    )
+    options = RunOptions(
+        label=args.label, corpus=args.corpus, cpu_tdp_w=args.cpu_tdp, filters=filters
+    )
+    return suite, carbon, options
+
+
+def handle(args: argparse.Namespace) -> int:
+    from carbonbench.distributed import topology_from_env
+
+    suite, carbon, options = _plan(args)
+    console = Console(stderr=args.json)
+    topology = topology_from_env()
+    if options.resume is not None and topology is not None:
+        raise InputError("--resume takes single-process runs, not a torchrun job")
+    if args.nproc is not None or topology is not None:
+        return _distributed(args, console, suite, carbon, options, topology)
+    return _single(args, console, suite, carbon, options)
+
+
+def _distributed(args, console, suite, carbon, options, topology) -> int:
+    from carbonbench.distributed import launch, run_rank, training_only
+    from carbonbench.runner import JobFailed
+
+    suite = training_only(suite)
+    if not suite.cases:
+        raise InputError(f"suite {suite.name!r} has no train case to run distributed")
+    try:
+        if topology is not None:  # under torchrun: this is one rank
+            run_id, _ = run_rank(suite, str(args.db), carbon, options, cpu_tdp_w=options.cpu_tdp_w)
+            if topology.rank != 0:
+                return 0
+        else:
+            run_id = launch(args.nproc, suite, str(args.db), carbon, options, options.cpu_tdp_w)
+    except JobFailed as error:  # one line; the rows finished before it are stored
+        print(f"carbonbench: error: {error}; finished rows are in {args.db}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"carbonbench: stopped; finished rows are in {args.db}", file=sys.stderr)
+        return 130
+    return _print_stored(console, args, run_id, carbon)
+
+
+def _single(args, console, suite, carbon, options) -> int:
+    from carbonbench.meter import EnergyMeter
+    from carbonbench.runner import Runner
+    from carbonbench.sensors import COMPONENTS, SensorOptions, detect_sensors
+    from carbonbench.store import Store
+
+    store = Store(args.db)
+    uses_gpu = any(case.device.startswith("cuda") for case in suite.cases)
+    components = set(COMPONENTS) - (set() if uses_gpu else {"gpu"})
+    detection = detect_sensors(SensorOptions(cpu_tdp_w=options.cpu_tdp_w), components=components)
+    for diagnostic in detection.diagnostics:
+        console.print(f"[yellow]note[/] {diagnostic}", highlight=False)
+    with EnergyMeter(detection.sensors, suite.measure.interval_s) as meter:
+        meter.diagnostics = detection.diagnostics
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            WattsColumn(meter),
+            console=console,
+            transient=False,
+        )
+        task = progress.add_task("starting", total=len(suite.cases))
+
+        def on_event(kind: str, info: dict[str, Any]) -> None:
+            if kind == "idle":
+                progress.update(task, description=f"idle baseline {info['seconds']:g} s")
+            elif kind == "case":
+                progress.update(task, completed=info["index"], description=info["case"].case_id)
+            elif kind == "row" and info["row"].status == "failed":
+                row = info["row"]
+                progress.console.print(f"[red]failed[/] {row.case_id}: {row.error}")
+
+        runner = Runner(suite, store, meter, carbon, options, on_event)
+        with progress:
+            status = runner.run()
+            progress.update(task, completed=len(suite.cases), description="done")
+    store.close()
+    if options.resume is not None:  # the whole run, the rows from before too
+        return _print_stored(console, args, runner.run_id, carbon)
+    return _print_result(console, args, runner.run_id, status, runner.rows, carbon)
+
+
+def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:
+    """The summary of a run from its stored rows (a distributed run's rank 0 wrote them)."""
+    from carbonbench.store import Store
+
+    with Store(args.db, create=False) as store:
+        rows = store.rows(run_id)
+        status = store.run(run_id).status
+    return _print_result(console, args, run_id, status, rows, carbon)
+
+
+def _print_result(console: Console, args, run_id: str, status: str, rows, carbon) -> int:
+    from carbonbench.summary import summarise
+
+    cases = [case.to_dict() for case in summarise(rows)]
+    result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": cases}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_table(console, result, carbon)
+    return 0 if status == "ok" else 1
+
+
+def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
+    table = Table(title=f"run {result['run_id']} ({result['status']})")
+    columns = ("arch", "phase", "mJ/token", "95% CI", "mgCO2e/1k tok", "tokens/s", "method")
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column in ("arch", "phase", "method") else "right"
+        )
+    for case in result["cases"]:
+        if case["status"] != "ok":
+            table.add_row(
+                case["arch"], case["phase"], "[red]failed", "", "", "", case["error"] or ""
+            )
+            continue
+        low, high = case["j_per_token_ci"]
+        table.add_row(
+            case["arch"],
+            case["phase"],
+            f"{1e3 * case['j_per_token']:.3g}",
+            f"{1e3 * low:.3g} to {1e3 * high:.3g}",
+            f"{1e3 * case['g_co2e_per_1k_tokens']:.3g}",
+            f"{case['tokens_per_s']:,.0f}",
+            ", ".join(case["methods"]),
+        )
+    console.print(table)
+    console.print(f"carbon intensity {carbon.describe()}", highlight=False)
+    console.print(f"run id [bold]{result['run_id']}[/] stored in {result['db']}")

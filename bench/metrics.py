@@ -1,0 +1,38 @@
+"""Per-row figures of merit: the one definition the run's table, the report and the gate share.
+
+All are per unit of work, lower is better, except ``tokens_per_s``. A metric a row cannot
+give (no tokens, unknown FLOPs, no peak memory) is left out, never zero.
+"""
+
+from __future__ import annotations
+
+from carbonbench.store import ResultRow
+
+# what the gate judges; the exact ones change on any difference, the others are noisy
+STATISTICAL = ("energy_per_token", "time_per_token", "co2e_per_1k_tokens", "peak_memory")
+EXACT = ("flops_per_step", "params")
+
+
+def row_metrics(row: ResultRow) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if row.tokens:
+        out["energy_per_token"] = row.energy_j / row.tokens
+        out["time_per_token"] = row.duration_s / row.tokens
+        out["co2e_per_1k_tokens"] = 1000 * row.co2e_g / row.tokens
+        if row.duration_s > 0:
+            out["tokens_per_s"] = row.tokens / row.duration_s
+    if row.flops > 0:
+        out["j_per_tflop"] = row.energy_j / row.flops * 1e12
+    if row.peak_memory_bytes is not None:
+        out["peak_memory"] = float(row.peak_memory_bytes)
+    if row.steps:
+        out["flops_per_step"] = row.flops / row.steps
+    if row.params is not None:
+        out["params"] = float(row.params)
+    return out
+
+
+def energy_per_token_by_domain(row: ResultRow) -> dict[str, float]:
+    return (
+        {d: joules / row.tokens for d, joules in row.energy_by_domain.items()} if row.tokens else {}
+    )
