@@ -40,7 +40,7 @@ max_seconds = 600
 country = "FRA"
 pue = 1.2
 
-[thresholds]                   # optional: the regression gate's (see bench/compare.py)
+[thresholds]                   # optional: the regression gate's (see carbonbench.compare)
 energy_per_token = 0.05
 ```
 """
@@ -63,7 +63,7 @@ from carbonbench.workloads import DTYPES, PHASES, supports, why_unsupported
 
 SUITE_PHASES = (*[p for p in PHASES if p not in ("prefill", "decode")], "generate")
 BUILTIN = ("smoke", "gpu", "nightly")
-# [thresholds] belongs to the regression gate (bench.compare), which reads it from the suite
+# [thresholds] belongs to the regression gate (carbonbench.compare), which reads it from the suite
 TABLES = ("suite", "matrix", "measure", "target", "carbon", "thresholds")
 
 

@@ -14,7 +14,7 @@ Work per step. ``tokens`` counts the tokens whose next-token prediction is compu
 language models batch x seq_len; for encoder-decoders the target tokens, batch x seq_len (the
 source tokens, as many again, are recorded as ``src_tokens``); for prefill the prompt tokens;
 for decode the generated tokens. ``samples`` is the batch size. FLOPs come from
-``models.flops`` (torch.utils.flop_counter), counted once per case.
+``carbonbench.models.flops`` (torch.utils.flop_counter), counted once per case.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Model configurations: one frozen dataclass per model family, validated on creation.
 
-Sizes are named points in these spaces (see ``models.registry``); any field can be overridden.
+Sizes are named points in these spaces (see ``carbonbench.models.registry``); any field can be
+overridden.
 Dropout defaults to 0.0 so that repeated measurements of one case do the same arithmetic.
 """
 

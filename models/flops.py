@@ -32,7 +32,8 @@ class FlopCount:
 
 
 def count_flops(model: nn.Module, batch_size: int, seq_len: int) -> FlopCount:
-    """FLOPs of ``model`` (built by ``models.build``) on a ``batch_size`` x ``seq_len`` batch."""
+    """FLOPs of ``model`` (built by ``carbonbench.models.build``) on a ``batch_size`` x
+    ``seq_len`` batch."""
     record = architecture(model.arch)
     config = dataclasses.asdict(model.config)
     inputs = [t.to("meta") for t in example_batch(model, batch_size, seq_len)]
