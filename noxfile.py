@@ -63,6 +63,13 @@ def overhead(session: nox.Session) -> None:
 
 
 @nox.session
+def supervisor(session: nox.Session) -> None:
+    """What a round in a worker process costs against one process (the README's figures)."""
+    _install(session)
+    session.run("python", "benchmarks/supervisor_overhead.py", *session.posargs)
+
+
+@nox.session
 def crosscheck(session: nox.Session) -> None:
     """The same work measured by carbonbench and by codecarbon's tracker (the README's table)."""
     _install(session)

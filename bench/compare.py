@@ -3,13 +3,14 @@
 A metric of a case *regresses* only when both hold:
   1. effect size: the ratio of medians, current / baseline, is beyond the threshold t (default
      5%; per metric, per case glob); and
-  2. significance: the repeated windows show that the change itself exceeds t, not merely that
-     the runs differ: a one-sided Mann-Whitney U test of the current windows against the
-     baseline's scaled by (1 + t) gives p <= alpha (default 0.05, the smallest p three repeats
-     a side can give). With fewer than 3 repeats on a side the verdict is ``no data``.
-Improvements mirror this with (1 - t).
-Whole runs on a shared machine differ by more than their repeats suggest (other tenants,
-thermals, clocks), which a test over repeats alone mistakes for change. Two defences: the
+  2. significance: the rounds show that the change itself exceeds t, not merely that the runs
+     differ: a one-sided Mann-Whitney U test of the current rounds against the baseline's
+     scaled by (1 + t) gives p <= alpha (default 0.05, the smallest p three rounds a side can
+     give). With fewer than 3 rounds on a side the verdict is ``no data``.
+The samples are rounds (one value each: the median of its windows), never windows: the windows
+of one process share its conditions. Improvements mirror this with (1 - t).
+Whole runs on a shared machine differ by more than their rounds suggest (other tenants,
+thermals, clocks), which a test over rounds alone mistakes for change. Two defences: the
 effect-size threshold, and a noise floor learnt from history. When the store holds at least
 three earlier runs of a case, the threshold used is max(threshold, 3 x the coefficient of
 variation of those runs' medians), so a case that wanders by itself needs a larger move to
@@ -32,15 +33,15 @@ from scipy.stats import mannwhitneyu
 
 from carbonbench.errors import InputError
 from carbonbench.hardware import Hardware
-from carbonbench.metrics import EXACT, STATISTICAL, row_metrics
+from carbonbench.metrics import EXACT, STATISTICAL, round_metrics, round_values
 from carbonbench.store import Store
 
 METRICS = STATISTICAL + EXACT
 DEFAULT_THRESHOLD = 0.05
-ALPHA = 0.05  # with 3 repeats a side, the smallest one-sided p is 1/20
+ALPHA = 0.05  # with 3 rounds a side, the smallest one-sided p is 1/20
 HISTORY_RUNS = 10  # earlier runs used for the noise floor
 NOISE_FLOOR_K = 3.0
-MIN_REPEATS = 3
+MIN_ROUNDS = 3
 
 
 class CompareError(InputError):
@@ -129,24 +130,21 @@ def side_from_store(store: Store, ref: str) -> Side:
     run_id = store.resolve(ref)
     runs = store.runs()
     run = store.run(run_id)
-    samples: dict[str, dict[str, list[float]]] = {}
+    rows = store.rows(run_id)
     errors: dict[str, str] = {}
-    for row in store.rows(run_id):
+    for row in rows:
         if row.status != "ok":
             errors.setdefault(row.case_id, row.error or "failed")
-            continue
-        for metric, value in row_metrics(row).items():
-            if metric in METRICS:
-                samples.setdefault(row.case_id, {}).setdefault(metric, []).append(value)
+    samples = {  # one value per round: rounds are the samples, never windows
+        case_id: {m: v for m, v in metrics.items() if m in METRICS}
+        for case_id, metrics in round_metrics(rows).items()
+    }
     history: dict[str, list[float]] = {}
     earlier = [r for r in runs if r.seq < run.seq][-HISTORY_RUNS:]
     for past in earlier:
-        per_case: dict[str, list[float]] = {}
-        for row in store.rows(past.run_id):
-            if row.ok:
-                per_case.setdefault(row.case_id, []).append(row_metrics(row)["energy_per_token"])
-        for case_id, values in per_case.items():
-            history.setdefault(case_id, []).append(float(np.median(values)))
+        for case_id, values in round_values(store.rows(past.run_id)).items():
+            if values:
+                history.setdefault(case_id, []).append(float(np.median(values)))
     carbon = run.carbon
     return Side(
         run_id,
@@ -268,8 +266,8 @@ def judge(
     if exact:
         verdict = "unchanged" if c == b else ("regression" if c > b else "improvement")
         return verdict, ratio, None, "exact"
-    if len(baseline) < MIN_REPEATS or len(current) < MIN_REPEATS:
-        return "no data", ratio, None, f"needs >= {MIN_REPEATS} repeats per side"
+    if len(baseline) < MIN_ROUNDS or len(current) < MIN_ROUNDS:
+        return "no data", ratio, None, f"needs >= {MIN_ROUNDS} rounds per side"
     test = "Mann-Whitney U, one-sided, against the baseline scaled by the threshold"
     base = np.asarray(baseline, dtype=float)
     if ratio > 1 + threshold:

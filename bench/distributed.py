@@ -26,12 +26,15 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from carbonbench.carbon import CarbonSettings
+from carbonbench.coordination import Solo, case_device
 from carbonbench.errors import InputError
 from carbonbench.meter import EnergyMeter, Measurement
-from carbonbench.runner import JobFailed, Runner, RunOptions, _device, _now
+from carbonbench.recorder import Recorder, now
+from carbonbench.runner import JobFailed, Runner, RunOptions, new_run_id
 from carbonbench.sensors import COMPONENTS, Sensor, SensorOptions, detect_sensors
-from carbonbench.store import ResultRow, Store
+from carbonbench.store import Store
 from carbonbench.suite import Case, Suite
+from carbonbench.supervisor import plan_rounds
 from carbonbench.workloads import Work
 
 
@@ -70,30 +73,31 @@ def topology_from_env() -> Topology | None:
     )
 
 
-class DistributedRunner(Runner):
-    def __init__(self, *args: Any, topology: Topology, run_id: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+class DdpCoordinator(Solo):
+    """The ranks of a DistributedDataParallel job deciding together: steps per window, when to
+    stop, whether a case failed; window edges at barriers; rank 0 writes the job's rows."""
+
+    def __init__(self, topology: Topology, run_id: str, db: str | None, carbon: CarbonSettings):
         self.topology = topology
         self.rank, self.world_size = topology.rank, topology.world_size
-        self.run_id = run_id
+        self.writes = topology.rank == 0
+        self.run_id, self.db, self.carbon = run_id, db, carbon
         self._ranks: list[dict[str, Any]] = []
-        self.db: str | None = None  # where a failing rank other than 0 records its failure
-        self._current: Case | None = None
         # nccl reduces tensors on the rank's GPU only
         nccl = dist.get_backend() == "nccl"
         self._collective = torch.device("cuda", topology.local_rank) if nccl else None
 
-    def _device_for(self, case: Case) -> torch.device:
-        device = _device(case.device)
+    def device_for(self, case: Case) -> torch.device:
+        device = case_device(case.device)
         if device.type == "cuda":
             return torch.device("cuda", self.topology.local_rank)
         return device
 
-    def _prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def _scale(self, work: Work) -> Work:
+    def scale(self, work: Work) -> Work:
         w = self.world_size
         return dataclasses.replace(
             work,
@@ -103,46 +107,43 @@ class DistributedRunner(Runner):
             flops=work.flops * w,
         )
 
-    def _agree(self, steps: int) -> int:
+    def agree(self, steps: int) -> int:
         agreed = torch.tensor([steps], device=self._collective)
         dist.broadcast(agreed, src=0)
         return int(agreed.item())
 
-    def _agree_flag(self, flag: bool) -> bool:
+    def agree_flag(self, flag: bool) -> bool:
         value = torch.tensor([int(flag)], device=self._collective)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
-    def _after_failure(self, error: Exception) -> None:
+    def check_every_step(self) -> bool:
+        return False  # only between windows, where every rank is, and together
+
+    def after_failure(self, case: Case, error: Exception, message: str) -> None:
         """A failure the ranks did not reach together (an exception on one of them, mid-step)
         leaves the others inside a collective: the job stops, after rank 0 recorded it or
         this rank added it to rank 0's store where that is the same file."""
         if getattr(error, "agreed", False):
             return
-        row = self.rows[-1] if self.rank == 0 and self.rows else None
-        message = row.error if row is not None else f"{type(error).__name__}: {error}"
         if self.rank != 0:
-            self._record_elsewhere(message)
+            self._record_elsewhere(case, message)
         raise JobFailed(f"rank {self.rank} failed, so the job stops: {message}")
 
-    def _record_elsewhere(self, message: str) -> None:
+    def _record_elsewhere(self, case: Case, message: str) -> None:
         if self.db is None or not os.path.exists(self.db):
             return
         with contextlib.suppress(Exception), Store(self.db, create=False) as store:
             store.run(self.run_id)  # raises unless this file is rank 0's store
-            error = f"rank {self.rank}: {message}"
-            store.add_row(self._row(self._current, 0, status="failed", error=error))
-            store.end_run(self.run_id, "failed", _now())
-
-    def _case(self, case: Case) -> bool:
-        self._current = case
-        return super()._case(case)
+            recorder = Recorder(store, self.run_id, self.carbon, self.world_size)
+            recorder.failed(case, 0, f"rank {self.rank}: {message}")
+            store.end_run(self.run_id, "failed", now())
 
     @contextmanager
-    def _window(self, name: str) -> Iterator[Measurement]:
+    def window(self, meter: EnergyMeter, name: str) -> Iterator[Measurement]:
         merged = Measurement(name)
         dist.barrier()
-        with self.meter.window(name) as mine:
+        with meter.window(name) as mine:
             yield merged
             dist.barrier()  # every rank has finished its steps: end the window together
         parts: list[Any] = [None] * self.world_size
@@ -184,10 +185,8 @@ class DistributedRunner(Runner):
             for p in parts
         ]
 
-    def _measured_row(self, *args: Any, **kwargs: Any) -> ResultRow:
-        row = super()._measured_row(*args, **kwargs)
-        row.extra["ranks"] = self._ranks
-        return row
+    def row_extra(self) -> dict[str, Any]:
+        return {"ranks": self._ranks}
 
 
 def _sensors(topology: Topology, uses_gpu: bool, cpu_tdp_w: float | None) -> list[Sensor]:
@@ -209,8 +208,11 @@ def run_rank(
     options: RunOptions,
     run_id: str | None = None,
     cpu_tdp_w: float | None = None,
+    rounds: range | None = None,
 ) -> tuple[str, str]:
-    """This process's part of a distributed run; returns (run id, status)."""
+    """This process's part of a distributed run, ``rounds`` of it (default: all the suite's,
+    one after the other, in this process: torchrun owns the processes); returns (run id,
+    status)."""
     topology = topology_from_env()
     if topology is None:
         raise InputError("not inside a distributed job: launch with --nproc N or torchrun")
@@ -229,15 +231,31 @@ def run_rank(
     dist.init_process_group(backend, timeout=timeout)
     try:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // topology.local_world_size))
-        ids = [run_id or Runner.new_run_id()]
+        ids = [run_id or new_run_id()]
         dist.broadcast_object_list(ids, src=0)
         store = Store(db) if topology.rank == 0 else None
+        count = options.rounds or suite.measure.rounds
+        orders = plan_rounds([c.case_id for c in suite.cases], range(count), options.seed)
+        by_id = {c.case_id: c for c in suite.cases}
+        status = "ok"
         with EnergyMeter(_sensors(topology, uses_gpu, cpu_tdp_w), suite.measure.interval_s) as m:
-            runner = DistributedRunner(
-                suite, store, m, carbon, options, topology=topology, run_id=ids[0]
-            )
-            runner.db = db
-            status = runner.run()
+            coordinator = DdpCoordinator(topology, ids[0], db, carbon)
+            for round in rounds if rounds is not None else range(count):
+                shuffled = dataclasses.replace(suite, cases=tuple(by_id[i] for i in orders[round]))
+                runner = Runner(
+                    shuffled,
+                    store,
+                    m,
+                    carbon,
+                    options,
+                    coordinator=coordinator,
+                    run_id=ids[0],
+                    round=round,
+                    rounds=count,
+                )
+                status = runner.run()
+                if status == "interrupted":
+                    break
         if store is not None:
             store.close()
         return ids[0], status
@@ -282,12 +300,21 @@ def launch(
     """Run ``nproc`` processes on this host; returns the run id."""
     if nproc < 2:
         raise InputError(f"--nproc must be at least 2, got {nproc}")
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run_id = Runner.new_run_id()
-    args = (nproc, port, (suite, db, carbon, options, run_id, cpu_tdp_w))
-    context = mp.start_processes(_spawned, args=args, nprocs=nproc, join=False)
+    run_id = new_run_id()
+    for round in range(options.rounds or suite.measure.rounds):  # fresh processes each round
+        with socket.socket() as probe:  # a free port for the rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        job = (suite, db, carbon, options, run_id, cpu_tdp_w, range(round, round + 1))
+        context = mp.start_processes(_spawned, args=(nproc, port, job), nprocs=nproc, join=False)
+        _join_round(context, run_id)
+        with Store(db, create=False) as store:
+            if store.run(run_id).status == "interrupted":
+                break
+    return run_id
+
+
+def _join_round(context: Any, run_id: str) -> None:
     try:
         _join(context)
     except mp.ProcessRaisedException as error:  # the others were stopped with it
@@ -295,4 +322,3 @@ def launch(
         raise JobFailed(f"run {run_id}: {lines[-1] if lines else error}") from None
     except mp.ProcessExitedException as error:
         raise JobFailed(f"run {run_id}: {error}") from None
-    return run_id

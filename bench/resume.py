@@ -1,6 +1,7 @@
 """Finishing a stopped run (``carbonbench run --resume REF``): which runs may be resumed, and
-how the remaining cases are measured: as the run was (its suite, filters, label, carbon
-settings, corpus, CPU TDP and seed), on the same machine, adding only cases it has no rows for.
+how the rest is measured: as the run was (its suite, filters, label, carbon settings, corpus,
+CPU TDP and seed), on the same machine, each round's cases that have no rows in that round, in
+the round's stored order.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from carbonbench.suite import Suite, narrow, parse
 class ResumePlan:
     run_id: str
     suite: Suite  # only the cases still to measure
+    rounds: list[tuple[int, list[str]]]  # (round, case ids in its stored order) still to measure
     carbon: CarbonSettings
     label: str | None
     filters: dict[str, list[str]]
@@ -50,7 +52,7 @@ def plan_resume(db: str | Path, ref: str) -> ResumePlan:
     with Store(db, create=False) as store:
         run_id = store.resolve(ref)
         run = store.run(run_id)
-        done = {r.case_id for r in store.rows(run_id)}
+        done = {(r.round, r.case_id) for r in store.rows(run_id)}
     meta = run.metadata
     if run.status == "running" and still_running(run):
         pid = (meta.get("process") or {}).get("pid")
@@ -62,15 +64,21 @@ def plan_resume(db: str | Path, ref: str) -> ResumePlan:
         raise InputError(f"run {run_id} ran on other hardware ({then}); this is {here}")
     filters = meta.get("filters") or {}
     suite = narrow(parse(run.suite_text, run.suite_source), **filters)
-    suite = dataclasses.replace(suite, cases=tuple(c for c in suite.cases if c.case_id not in done))
-    if not suite.cases:
+    # the rounds as scheduled (a run from before rounds: one round, in the suite's order)
+    order = meta.get("order") or [[0, [c.case_id for c in suite.cases]]]
+    rounds = [(r, [c for c in ids if (r, c) not in done]) for r, ids in order]
+    rounds = [(r, ids) for r, ids in rounds if ids]
+    if not rounds:
         raise InputError(f"run {run_id} has rows for every case: nothing to resume")
+    left = {c for _, ids in rounds for c in ids}
+    suite = dataclasses.replace(suite, cases=tuple(c for c in suite.cases if c.case_id in left))
     if run.carbon is None:
         raise InputError(f"run {run_id} has no carbon settings stored: it cannot be resumed")
     stored: dict[str, Any] = meta.get("options") or {}
     return ResumePlan(
         run_id=run_id,
         suite=suite,
+        rounds=rounds,
         carbon=run.carbon,
         label=run.label,
         filters=filters,

@@ -49,6 +49,7 @@ class ResultRow:
     dtype: str
     batch: int
     seq_len: int
+    round: int = 0  # the worker process (0..R-1) that measured it: the unit of repetition
     status: str = "ok"  # ok | failed
     error: str | None = None
     params: int | None = None
@@ -136,10 +137,12 @@ JSON_COLUMNS = {
 _SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}  # else JSON text
 
 
-def _columns() -> list[str]:
+def _columns(exclude: set[str] = frozenset()) -> list[str]:
     hints = get_type_hints(ResultRow)
     out = []
     for f in fields(ResultRow):
+        if f.name in exclude:
+            continue
         args = [a for a in get_args(hints[f.name]) if a is not type(None)]
         base = args[0] if args and get_origin(hints[f.name]) is not dict else hints[f.name]
         out.append(f"{f.name} {_SQL_TYPES.get(base, 'TEXT')}")
@@ -164,12 +167,14 @@ MIGRATIONS: list[str] = [
     CREATE TABLE results (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         """
-    + ",\n        ".join(_columns())
+    + ",\n        ".join(_columns(exclude={"round"}))
     + """,
         FOREIGN KEY (run_id) REFERENCES runs(run_id)
     );
     CREATE INDEX results_run ON results(run_id, case_id);
     """,
+    # 2: rows carry the round (worker process) that measured them
+    "ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -282,6 +287,14 @@ class Store:
             self.db.execute(
                 "UPDATE runs SET status = 'running', ended_at = NULL, metadata = ? "
                 "WHERE run_id = ?",
+                (json.dumps(metadata, default=str), run_id),
+            )
+
+    def set_metadata(self, run_id: str, metadata: dict[str, Any]) -> None:
+        """Replace a run's metadata (what its first worker learnt of the hardware, say)."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE runs SET metadata = ? WHERE run_id = ?",
                 (json.dumps(metadata, default=str), run_id),
             )
 

@@ -16,12 +16,16 @@ device = ["cpu"]               # cpu, cuda, cuda:1, ...
 dtype = ["float32"]            # float32, bfloat16
 
 [measure]
-warmup_steps = 3
+rounds = 3                     # fresh worker processes, each measuring every case (shuffled):
+                               # the samples every interval and test is built on
+warmup_steps = 3               # in every round
 min_window_s = 1.0             # steps per window are sized to last at least this long
-repeats = 5                    # measured windows per case
-ci_half_width = 0.05           # optional: repeat until the 95% CI half-width / median <= this
-budget_s = 120                 # ... or until a case has spent this long (then stop)
-max_repeats = 30
+repeats = 3                    # measured windows per case in each round (their median is
+                               # the round's value)
+ci_half_width = 0.05           # optional: more rounds, of the cases still short of it, until
+                               # the 95% interval over rounds / median <= this ...
+max_rounds = 10                # ... up to this many rounds ...
+budget_s = 1800                # ... or until the run has lasted this long
 idle_baseline_s = 5
 interval_s = 0.1
 case_timeout_s = 600          # checked between steps: the case fails, the suite goes on
@@ -58,7 +62,7 @@ from typing import Any, get_args, get_type_hints
 
 from carbonbench.case import Case
 from carbonbench.errors import InputError
-from carbonbench.models import ARCHITECTURES
+from carbonbench.models import ARCHITECTURES, ArchitectureError, architecture
 from carbonbench.workloads import DTYPES, PHASES, supports, why_unsupported
 
 SUITE_PHASES = (*[p for p in PHASES if p not in ("prefill", "decode")], "generate")
@@ -75,10 +79,11 @@ class SuiteError(InputError):
 class Measure:
     warmup_steps: int = 3
     min_window_s: float = 1.0
-    repeats: int = 5
+    rounds: int = 3
+    repeats: int = 3
     ci_half_width: float | None = None
     budget_s: float | None = None
-    max_repeats: int = 30
+    max_rounds: int = 10
     idle_baseline_s: float = 5.0
     interval_s: float = 0.1
     case_timeout_s: float = 600.0
@@ -119,7 +124,7 @@ class Suite:
 # key -> (type, valid values or None); the architectures are read when a suite is parsed, so
 # ones registered after import count
 MATRIX: dict[str, tuple[type, Callable[[], tuple[str, ...]] | tuple[str, ...] | None]] = {
-    "arch": (str, lambda: tuple(ARCHITECTURES)),
+    "arch": (str, None),  # checked against the registry (or imported: package.module:name)
     "size": (str, lambda: tuple(dict.fromkeys(s for a in ARCHITECTURES.values() for s in a.sizes))),
     "impl": (str, lambda: tuple(dict.fromkeys(i for a in ARCHITECTURES.values() for i in a.impls))),
     "phase": (str, SUITE_PHASES),
@@ -129,6 +134,15 @@ MATRIX: dict[str, tuple[type, Callable[[], tuple[str, ...]] | tuple[str, ...] | 
     "dtype": (str, tuple(DTYPES)),
 }
 MATRIX_DEFAULTS = {"size": ["tiny"], "impl": ["fused"], "device": ["cpu"], "dtype": ["float32"]}
+
+
+# keys of earlier versions, with what replaced them
+RENAMED = {
+    "measure": {
+        "max_repeats": "is gone: rounds (fresh worker processes) are the samples now, so "
+        "give max_rounds (and repeats, the windows per case in each round)",
+    }
+}
 
 
 def _base_type(hint: Any) -> type:
@@ -150,6 +164,8 @@ def _section(where: str, data: dict[str, Any], cls: type, section: str) -> Any:
     known = {f.name: _base_type(hints[f.name]) for f in fields(cls)}
     values = {}
     for key, value in data.items():
+        if key in RENAMED.get(section, {}):
+            raise SuiteError(f"{where}: [{section}].{key} {RENAMED[section][key]}")
         if key not in known:
             raise SuiteError(
                 f"{where}: unknown key [{section}].{key}; valid keys: {', '.join(known)}"
@@ -197,6 +213,11 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
                 )
             if kind is int and value <= 0:
                 raise SuiteError(f"{where}: [matrix].{key} values must be positive, got {value}")
+            if key == "arch":
+                try:
+                    architecture(value)
+                except ArchitectureError as error:
+                    raise SuiteError(f"{where}: [matrix].arch: {error}") from None
         matrix[key] = values
     return matrix
 
@@ -204,7 +225,7 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
 def _why_not(case: Case) -> str | None:
     """Why a combination the matrix names cannot run (None if it can): an architecture
     without that size or variant, or a phase it does not support."""
-    arch = ARCHITECTURES[case.arch]
+    arch = architecture(case.arch)
     if case.size not in arch.sizes:
         return f"{case.arch} has no size {case.size} ({', '.join(arch.sizes)})"
     if case.impl not in arch.builders:
@@ -231,8 +252,10 @@ def parse(text: str, source: str) -> Suite:
         raise SuiteError(f"{source}: the [matrix] table is missing")
     matrix = _matrix(source, data["matrix"])
     measure = _section(source, data.get("measure", {}), Measure, "measure")
-    if measure.repeats < 1 or measure.max_repeats < measure.repeats:
-        raise SuiteError(f"{source}: [measure] needs 1 <= repeats <= max_repeats")
+    if measure.repeats < 1:
+        raise SuiteError(f"{source}: [measure].repeats must be at least 1")
+    if measure.rounds < 1 or measure.max_rounds < measure.rounds:
+        raise SuiteError(f"{source}: [measure] needs 1 <= rounds <= max_rounds")
     if measure.hang_grace_s <= 0:
         raise SuiteError(f"{source}: [measure].hang_grace_s must be positive")
     cases, skipped = [], []

@@ -1,7 +1,9 @@
-"""One case's result over its repeats: what the run's table, its JSON and the report all show.
+"""One case's result over its rounds: what the run's table, its JSON and the report all show.
 
-Medians over the measured windows (warm-up excluded), with the percentile-bootstrap 95%
-interval of energy per token. A case whose windows all failed keeps its first error.
+Each round (a fresh worker process) reduces its measured windows to their median; the case's
+figures are the medians over rounds, and the 95% interval of energy per token is the
+percentile bootstrap over rounds: never over windows, which share their process's conditions.
+One round gives no interval. A case whose windows all failed keeps its first error.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carbonbench.case import Case
-from carbonbench.metrics import energy_per_token_by_domain, row_metrics
+from carbonbench.metrics import energy_per_token_by_domain, round_metrics
 from carbonbench.stats import bootstrap_ci, median
 from carbonbench.store import ResultRow
 
@@ -23,9 +25,10 @@ class CaseSummary:
     params: int | None
     status: str  # ok: at least one window measured work; else failed
     error: str | None
-    repeats: int  # measured windows
+    rounds: int  # rounds with a measured window: the samples
+    windows: int  # measured windows, all rounds together
     j_per_token: float | None = None
-    j_per_token_ci: tuple[float, float] | None = None
+    j_per_token_ci: tuple[float, float] | None = None  # over rounds; None with one round
     j_per_token_by_domain: dict[str, float] = field(default_factory=dict)
     g_co2e_per_1k_tokens: float | None = None
     tokens_per_s: float | None = None
@@ -48,7 +51,7 @@ class CaseSummary:
 
 
 def summarise_case(rows: list[ResultRow]) -> CaseSummary:
-    """The summary of one case from its rows."""
+    """The summary of one case from its rows (every round's)."""
     first = rows[0]
     ok = [r for r in rows if r.ok]
     summary = CaseSummary(
@@ -56,24 +59,27 @@ def summarise_case(rows: list[ResultRow]) -> CaseSummary:
         params=first.params,
         status="ok" if ok else "failed",
         error=None if ok else first.error,
-        repeats=len(ok),
+        rounds=len({r.round for r in ok}),
+        windows=len(ok),
     )
     if not ok:
         return summary
-    metrics = [row_metrics(r) for r in ok]
-    per_token = [m["energy_per_token"] for m in metrics]
-    domains: dict[str, list[float]] = {}
+    values = round_metrics(ok)[first.case_id]
+    per_token = values["energy_per_token"]
+    domains: dict[str, dict[int, list[float]]] = {}
     for r in ok:
         for domain, value in energy_per_token_by_domain(r).items():
-            domains.setdefault(domain, []).append(value)
+            domains.setdefault(domain, {}).setdefault(r.round, []).append(value)
     losses = [r.loss for r in ok if r.loss is not None]
     summary.j_per_token = median(per_token)
-    summary.j_per_token_ci = bootstrap_ci(per_token)
-    summary.j_per_token_by_domain = {d: median(v) for d, v in domains.items()}
-    summary.g_co2e_per_1k_tokens = median([m["co2e_per_1k_tokens"] for m in metrics])
-    summary.tokens_per_s = median([m["tokens_per_s"] for m in metrics if "tokens_per_s" in m])
-    flops_known = all("j_per_tflop" in m for m in metrics)
-    summary.j_per_tflop = median([m["j_per_tflop"] for m in metrics]) if flops_known else None
+    summary.j_per_token_ci = bootstrap_ci(per_token) if len(per_token) > 1 else None
+    summary.j_per_token_by_domain = {
+        d: median([median(v) for v in by_round.values()]) for d, by_round in domains.items()
+    }
+    summary.g_co2e_per_1k_tokens = median(values["co2e_per_1k_tokens"])
+    summary.tokens_per_s = median(values["tokens_per_s"]) if "tokens_per_s" in values else None
+    flops_known = all(r.flops > 0 for r in ok)
+    summary.j_per_tflop = median(values["j_per_tflop"]) if flops_known else None
     summary.energy_j = sum(r.energy_j for r in ok)
     summary.duration_s = sum(r.duration_s for r in ok)
     summary.methods = sorted({m for r in ok for m in r.method_by_domain.values()})

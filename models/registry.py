@@ -8,6 +8,9 @@ outside this package, ``register(record)``.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import os
+import sys
 
 import torch
 from torch import nn
@@ -39,12 +42,35 @@ def register(record: Architecture) -> Architecture:
 
 
 def architecture(name: str) -> Architecture:
-    try:
+    """The record of a registered architecture, or of ``package.module:attribute`` (imported
+    as from the working directory, and registered under that name)."""
+    if name in ARCHITECTURES:
         return ARCHITECTURES[name]
-    except KeyError:
+    if ":" in name:
+        return _imported(name)
+    raise ArchitectureError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")
+
+
+def _imported(spec: str) -> Architecture:
+    module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:  # as ``python -m`` and pytest see the project
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
         raise ArchitectureError(
-            f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}"
+            f"architecture {spec!r}: cannot import {module_name!r} ({error}); give "
+            "package.module:attribute of an Architecture record importable from here"
         ) from None
+    record = getattr(module, attribute, None)
+    if not isinstance(record, Architecture):
+        raise ArchitectureError(
+            f"architecture {spec!r}: {module_name}.{attribute} is "
+            f"{'missing' if record is None else type(record).__name__}, not an Architecture "
+            "record (carbonbench.models.Architecture)"
+        )
+    ARCHITECTURES[spec] = record
+    return record
 
 
 def generating() -> list[str]:

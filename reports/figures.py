@@ -80,8 +80,9 @@ def energy_per_token_stacked(cases: pd.DataFrame, modelled: set[str]) -> go.Figu
         error_y={
             "type": "data",
             "symmetric": False,
-            "array": 1000 * ok["j_per_token_high"].to_numpy() - total,
-            "arrayminus": total - 1000 * ok["j_per_token_low"].to_numpy(),
+            # no interval (one round): NaN, no bar
+            "array": 1000 * ok["j_per_token_high"].astype(float).to_numpy() - total,
+            "arrayminus": total - 1000 * ok["j_per_token_low"].astype(float).to_numpy(),
             "color": "#1d2330",
             "thickness": 1.2,
             "width": 5,
@@ -172,11 +173,13 @@ def power_timeline(case_rows: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     segments: list[tuple[str, dict[str, Any], float]] = []
     first = case_rows.iloc[0]
-    warm = (first["extra"] or {}).get("warmup")
-    if warm:
-        segments.append(("warm-up", warm["timeline"], warm["duration_s"]))
-    for _, row in case_rows.iterrows():
-        segments.append((f"repeat {row['repeat']}", row["timeline"] or {}, row["duration_s"]))
+    rounds = case_rows["round"].nunique() > 1
+    for _, row in case_rows.iterrows():  # every round warms up before its first window
+        warm = (row["extra"] or {}).get("warmup")
+        if warm:
+            segments.append(("warm-up", warm["timeline"], warm["duration_s"]))
+        name = f"r{row['round']} w{row['repeat']}" if rounds else f"window {row['repeat']}"
+        segments.append((name, row["timeline"] or {}, row["duration_s"]))
     total_points = sum(len(s[1].get("t", [])) for s in segments)
     stride = max(1, int(np.ceil(total_points / MAX_TIMELINE_POINTS)))
     offset = 0.0

@@ -87,6 +87,13 @@ def _summary(data: ReportData) -> dict[str, Any]:
     }
 
 
+def _interval(c) -> str:
+    low, high = c["j_per_token_low"], c["j_per_token_high"]
+    if low is None or low != low:  # None or NaN: a single round has no interval
+        return "one round"
+    return f"{_fmt(1e3 * low)} to {_fmt(1e3 * high)}"
+
+
 def _case_table(cases) -> list[dict[str, str]]:
     table = []
     for _, c in cases.iterrows():
@@ -96,14 +103,12 @@ def _case_table(cases) -> list[dict[str, str]]:
                 "case": f"{c['arch']} · {c['phase']}",
                 "detail": f"{c['size']} · {c['impl']} · {c['device']} · {c['dtype']}",
                 "mj_per_token": _fmt(1e3 * c["j_per_token"]) if ok else "",
-                "ci": f"{_fmt(1e3 * c['j_per_token_low'])} to {_fmt(1e3 * c['j_per_token_high'])}"
-                if ok
-                else "",
+                "ci": _interval(c) if ok else "",
                 "mg_per_1k": _fmt(1e3 * c["g_per_1k_tokens"]) if ok else "",
                 "tokens_per_s": f"{c['tokens_per_s']:,.0f}" if ok else "",
                 "j_per_tflop": _fmt(c.get("j_per_tflop")) if ok else "",
                 "method": c["methods"] if ok else "",
-                "repeats": str(c["repeats"]),
+                "rounds": f"{c['rounds']} ({c['windows']})",
                 "status": "ok" if ok else f"failed: {c['error']}",
                 "failed": not ok,
             }

@@ -34,6 +34,8 @@ repeats = 2
 idle_baseline_s = 0.1
 interval_s = 0.02
 case_timeout_s = {timeout}
+hang_grace_s = {grace}
+rounds = {rounds}
 new_tokens = 4
 
 [target]
@@ -52,12 +54,16 @@ def fast_suite(
     target=6.0,
     max_steps=400,
     impls=("fused",),
+    rounds=1,
+    grace=60,
 ):
     text = FAST.format(
         archs=json.dumps(list(archs)),
         phases=json.dumps(list(phases)),
         devices=json.dumps(list(devices)),
         impls=json.dumps(list(impls)),
+        rounds=rounds,
+        grace=grace,
         timeout=timeout,
         target=target,
         max_steps=max_steps,

@@ -77,7 +77,7 @@ def test_judge_needs_effect_and_significance() -> None:
     assert judge([1.0, 1.01, 0.99], [1.03, 1.04, 1.02], 0.05)[0] == "unchanged"  # small
     assert judge([1.0, 2.0, 0.5], [1.2, 0.6, 2.5], 0.05)[0] == "unchanged"  # not significant
     verdict, _, _, test = judge([1.0, 1.0], [2.0, 2.0], 0.05)
-    assert verdict == "no data" and "3 repeats" in test
+    assert verdict == "no data" and "3 rounds" in test
     assert judge([100.0], [101.0], 0.05, exact=True)[0] == "regression"
     assert judge([100.0], [100.0], 0.05, exact=True)[0] == "unchanged"
 
@@ -141,11 +141,12 @@ def _store_run(store: Store, run_id: str, energy: float, flops: int = 1000, cpu:
         started_at="2026-01-01T00:00:00",
         metadata={"cpu": cpu, "gpus": [], "carbon": {}},
     )
-    for repeat, noise in enumerate((0.99, 1.0, 1.01, 1.0, 0.995)):
+    for round, noise in enumerate((0.99, 1.0, 1.01, 1.0, 0.995)):  # five rounds of one window
         store.add_row(
             row(
                 run_id,
-                repeat,
+                0,
+                round=round,
                 steps=10,
                 tokens=80,
                 flops=10 * flops,

@@ -10,6 +10,7 @@ path file), so the test does not download them again.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +21,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LOCAL = (
+    ".git",
+    ".nox",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "carbonbench-results",
+)
 
 USER_TEST = """
 import importlib.util
@@ -54,9 +65,12 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 @pytest.mark.slow
 def test_wheel_installs_beside_a_project_with_bench_models_and_reports(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # build from a copy of the sources: a build/ folder left in the checkout would add stale files
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*LOCAL))
     dist = tmp_path / "dist"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
         tmp_path,
         env,
     )

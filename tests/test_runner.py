@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -22,7 +20,7 @@ from carbonbench.models import build
 from carbonbench.runner import Runner, RunOptions
 from carbonbench.sensors import ModelledCpuSensor, ModelledRamSensor
 from carbonbench.store import Store
-from carbonbench.suite import narrow, parse
+from carbonbench.suite import narrow
 from carbonbench.summary import summarise
 from carbonbench.workloads import make_workload
 from tests.helpers import fast_suite, run
@@ -62,8 +60,8 @@ def test_every_case_becomes_rows_with_work_energy_and_carbon(tmp_path) -> None:
         assert live.j_per_token == pytest.approx(again.j_per_token)
         assert live.j_per_token_ci == pytest.approx(again.j_per_token_ci)
         assert live.methods == again.methods == ["modelled"]
-        low, high = live.j_per_token_ci
-        assert low <= live.j_per_token <= high
+        assert (live.rounds, live.windows) == (1, 2)
+        assert live.j_per_token_ci is None  # one round (one process): no interval to claim
 
 
 def test_a_failing_case_is_recorded_and_the_suite_goes_on(tmp_path) -> None:
@@ -107,60 +105,6 @@ def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
     assert len(rows) == 1 and rows[0].status == "ok"
     assert store.runs()[-1].status == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-HANG = """
-import sys, threading
-
-import carbonbench.runner
-from carbonbench.cli import main
-
-real = carbonbench.runner.make_workload
-
-
-def hanging(model, phase, **kwargs):  # a fault injected by the test: gru's steps never return
-    workload = real(model, phase, **kwargs)
-    if model.arch == "gru":
-        workload.step = lambda: threading.Event().wait()
-    return workload
-
-
-carbonbench.runner.make_workload = hanging
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_a_step_that_never_returns_is_recorded_as_hung_and_the_run_ends(tmp_path) -> None:
-    suite_file = tmp_path / "s.toml"
-    text = fast_suite(archs=("gpt", "gru", "lstm"), timeout=5).text
-    suite_file.write_text(
-        text.replace("case_timeout_s = 5", "case_timeout_s = 5\nhang_grace_s = 1")
-    )
-    db = tmp_path / "h.sqlite"
-    argv = ["run", "--suite", str(suite_file), "--db", str(db)]
-    done = subprocess.run(
-        [sys.executable, "-c", HANG, *argv], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 3
-    (line,) = [line for line in done.stderr.splitlines() if line.startswith("carbonbench:")]
-    assert line.startswith("carbonbench: error: gru/tiny/") and "hung: one step" in line
-    assert f"finished rows are in {db}" in line
-    with Store(db, create=False) as store:
-        (run,) = store.runs()
-        rows = store.rows(run.run_id)
-    assert run.status == "failed"
-    assert [(r.arch, r.status) for r in rows] == [
-        ("gpt", "ok"),
-        ("gpt", "ok"),
-        ("gru", "failed"),
-    ]
-    assert rows[-1].error.startswith("hung: one step still running after")
-    # the cases after the hung one: --resume adds them to the same run
-    assert main(["run", "--resume", "latest", "--db", str(db)]) == 1  # gru stays failed
-    with Store(db, create=False) as store:
-        (run,) = store.runs()
-        arches = [r.arch for r in store.rows(run.run_id)]
-    assert arches == ["gpt", "gpt", "gru", "lstm", "lstm"] and run.status == "failed"
 
 
 def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -> None:
@@ -219,17 +163,6 @@ def test_energy_to_target(tmp_path) -> None:
     )
     (row,) = store.rows(runner.run_id)
     assert row.reached_target is False and row.steps == 4
-
-
-def test_adaptive_repeats_stop_at_max_repeats_or_budget(tmp_path) -> None:
-    text = fast_suite().text.replace(
-        "repeats = 2", "repeats = 2\nci_half_width = 1e-9\nmax_repeats = 5"
-    )
-    status, runner, store = run(parse(text, "adaptive.toml"), tmp_path)
-    assert status == "ok" and len(store.rows(runner.run_id)) == 5
-    text = text.replace("max_repeats = 5", "max_repeats = 50\nbudget_s = 0.0")
-    status, runner, store = run(parse(text, "budget.toml"), tmp_path)
-    assert len(store.rows(runner.run_id)) == 2  # the fixed repeats, then the budget is spent
 
 
 def test_corpus_training_reads_the_corpus(tmp_path, monkeypatch) -> None:

@@ -56,11 +56,16 @@ def test_matrix_expands_with_defaults_and_generate() -> None:
         ("[suite]\nname='x'", "mini.toml: the [matrix] table is missing"),
         (MINIMAL + "[measure]\nrepeat = 3\n", "unknown key [measure].repeat; valid keys:"),
         (MINIMAL + "[measure]\nrepeats = 'three'\n", "[measure].repeats must be an integer"),
-        (MINIMAL.replace('"lstm"', '"mamba"'), "[matrix].arch has 'mamba'; valid: rnn"),
+        (
+            MINIMAL.replace('"lstm"', '"mamba"'),
+            "[matrix].arch: unknown architecture 'mamba'; valid: rnn",
+        ),
         (MINIMAL.replace("[2]", "2"), "[matrix].batch must be a non-empty list of integers"),
         (MINIMAL.replace("seq_len = [8]", ""), "[matrix].seq_len is missing"),
         (MINIMAL + "[extras]\n", "unknown table [extras]"),
-        (MINIMAL + "[measure]\nrepeats = 0\n", "1 <= repeats <= max_repeats"),
+        (MINIMAL + "[measure]\nrepeats = 0\n", "[measure].repeats must be at least 1"),
+        (MINIMAL + "[measure]\nrounds = 4\nmax_rounds = 3\n", "1 <= rounds <= max_rounds"),
+        (MINIMAL + "[measure]\nmax_repeats = 9\n", "max_repeats is gone: rounds"),
     ],
 )
 def test_malformed_suite_names_file_key_and_form(text: str, message: str) -> None:

@@ -31,6 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
             metavar=name.upper(),
             help=f"only cases with this {name} (repeatable)",
         )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="measure every case in N fresh worker processes (default: the suite's rounds)",
+    )
     parser.add_argument("--label", help="free text stored with the run (e.g. a PR number)")
     add_db_argument(parser)
     parser.add_argument("--corpus", help="train on this text file (byte-level tokens, vocab 256)")
@@ -52,16 +58,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 class WattsColumn(ProgressColumn):
-    """Live power from the meter's last sample, summed over the domains that add up."""
+    """The average power of the last measured window, over the domains that add up."""
 
-    def __init__(self, meter) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.meter = meter
+        self.watts: float | None = None
 
     def render(self, task) -> Text:
-        power = self.meter.latest_power()
-        total = sum(w for d, w in power.items() if self.meter.additive[d])
-        return Text(f"{total:7.1f} W", style="bold yellow")
+        return Text("      - W" if self.watts is None else f"{self.watts:7.1f} W", "bold yellow")
 
 
 def _plan(args: argparse.Namespace):
@@ -72,7 +76,7 @@ def _plan(args: argparse.Namespace):
     from carbonbench.suite import load, narrow
 
     if args.resume is not None:
-        names = ("suite", *FILTERS, "label", "nproc", "corpus", "cpu_tdp")
+        names = ("suite", *FILTERS, "label", "nproc", "corpus", "cpu_tdp", "rounds")
         mixed = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n)]
         mixed += ["carbon options"] * carbon_given(args)
         if mixed:
@@ -88,7 +92,7 @@ def _plan(args: argparse.Namespace):
             filters=plan.filters,
             resume=plan.run_id,
         )
-        return plan.suite, plan.carbon, options
+        return plan.suite, plan.carbon, options, plan.rounds
     filters = {name: getattr(args, name) for name in FILTERS if getattr(args, name)}
     suite = narrow(load(args.suite or "smoke"), **filters)
     if not suite.cases:
@@ -101,23 +105,29 @@ def _plan(args: argparse.Namespace):
         cloud=args.cloud if given else c.cloud,
         pue=args.pue if args.pue is not None else c.pue,
     )
+    if args.rounds is not None and args.rounds < 1:
+        raise InputError(f"--rounds must be at least 1, got {args.rounds}")
     options = RunOptions(
-        label=args.label, corpus=args.corpus, cpu_tdp_w=args.cpu_tdp, filters=filters
+        label=args.label,
+        corpus=args.corpus,
+        cpu_tdp_w=args.cpu_tdp,
+        filters=filters,
+        rounds=args.rounds,
     )
-    return suite, carbon, options
+    return suite, carbon, options, None
 
 
 def handle(args: argparse.Namespace) -> int:
     from carbonbench.distributed import topology_from_env
 
-    suite, carbon, options = _plan(args)
+    suite, carbon, options, rounds = _plan(args)
     console = Console(stderr=args.json)
     topology = topology_from_env()
     if options.resume is not None and topology is not None:
         raise InputError("--resume takes single-process runs, not a torchrun job")
     if args.nproc is not None or topology is not None:
         return _distributed(args, console, suite, carbon, options, topology)
-    return _single(args, console, suite, carbon, options)
+    return _supervised(args, console, suite, carbon, options, rounds)
 
 
 def _distributed(args, console, suite, carbon, options, topology) -> int:
@@ -143,48 +153,70 @@ def _distributed(args, console, suite, carbon, options, topology) -> int:
     return _print_stored(console, args, run_id, carbon)
 
 
-def _single(args, console, suite, carbon, options) -> int:
-    from carbonbench.meter import EnergyMeter
-    from carbonbench.runner import Runner
-    from carbonbench.sensors import COMPONENTS, SensorOptions, detect_sensors
-    from carbonbench.store import Store
+def _supervised(args, console, suite, carbon, options, rounds) -> int:
+    """Rounds of worker processes, with a progress bar: round, case, time left."""
+    from carbonbench.runner import new_run_id
+    from carbonbench.supervisor import Supervisor
 
-    store = Store(args.db)
-    uses_gpu = any(case.device.startswith("cuda") for case in suite.cases)
-    components = set(COMPONENTS) - (set() if uses_gpu else {"gpu"})
-    detection = detect_sensors(SensorOptions(cpu_tdp_w=options.cpu_tdp_w), components=components)
-    for diagnostic in detection.diagnostics:
-        console.print(f"[yellow]note[/] {diagnostic}", highlight=False)
-    with EnergyMeter(detection.sensors, suite.measure.interval_s) as meter:
-        meter.diagnostics = detection.diagnostics
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeRemainingColumn(),
-            WattsColumn(meter),
-            console=console,
-            transient=False,
+    supervisor = Supervisor(
+        suite,
+        args.db,
+        carbon,
+        options,
+        run_id=options.resume or new_run_id(),
+        rounds=rounds,
+    )
+    total = sum(len(ids) for _, ids in supervisor.schedule)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        watts := WattsColumn(),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("starting", total=total)
+    where = {"round": 0, "rounds": len(supervisor.schedule)}
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:
+        if kind == "round":
+            where.update(round=info["index"] + 1, rounds=max(where["rounds"], info["index"] + 1))
+            scheduled = sum(len(ids) for _, ids in supervisor.schedule)
+            progress.update(task, total=max(total, scheduled))
+        elif kind == "idle":
+            progress.update(task, description=f"idle baseline {info['seconds']:g} s")
+        elif kind == "case":
+            label = f"round {where['round']}/{where['rounds']} · {info['case'].case_id}"
+            progress.update(task, description=label)
+        elif kind == "done":
+            progress.advance(task)
+        elif kind == "row" and info["status"] == "failed":
+            progress.console.print(f"[red]failed[/] {info['case_id']}: {info['error']}")
+        elif kind == "row":
+            watts.watts = info.get("watts")
+        elif kind == "failed":  # its worker died or hung
+            progress.advance(task)
+            progress.console.print(f"[red]failed[/] {info['case_id']}: {info['error']}")
+        elif kind == "stopping":
+            progress.console.print(
+                f"[yellow]{info['signal']}[/]: stopping after the current window "
+                "(again to stop at once)"
+            )
+
+    supervisor.on_event = on_event
+    with progress:
+        status = supervisor.run()
+    if supervisor.error is not None:
+        console.print(f"[red]error[/] {supervisor.error}", highlight=False)
+    if status == "interrupted":
+        console.print(
+            f"[yellow]interrupted[/] by {supervisor.stop}: every finished row is kept; "
+            f"`carbonbench run --resume {supervisor.run_id}` measures the rest",
+            highlight=False,
         )
-        task = progress.add_task("starting", total=len(suite.cases))
-
-        def on_event(kind: str, info: dict[str, Any]) -> None:
-            if kind == "idle":
-                progress.update(task, description=f"idle baseline {info['seconds']:g} s")
-            elif kind == "case":
-                progress.update(task, completed=info["index"], description=info["case"].case_id)
-            elif kind == "row" and info["row"].status == "failed":
-                row = info["row"]
-                progress.console.print(f"[red]failed[/] {row.case_id}: {row.error}")
-
-        runner = Runner(suite, store, meter, carbon, options, on_event)
-        with progress:
-            status = runner.run()
-            progress.update(task, completed=len(suite.cases), description="done")
-    store.close()
-    if options.resume is not None:  # the whole run, the rows from before too
-        return _print_stored(console, args, runner.run_id, carbon)
-    return _print_result(console, args, runner.run_id, status, runner.rows, carbon)
+    code = _print_stored(console, args, supervisor.run_id, carbon)
+    return {"SIGINT": 130, "SIGTERM": 143}.get(supervisor.stop or "", code)
 
 
 def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:
@@ -211,7 +243,16 @@ def _print_result(console: Console, args, run_id: str, status: str, rows, carbon
 
 def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
     table = Table(title=f"run {result['run_id']} ({result['status']})")
-    columns = ("arch", "phase", "mJ/token", "95% CI", "mgCO2e/1k tok", "tokens/s", "method")
+    columns = (
+        "arch",
+        "phase",
+        "rounds",
+        "mJ/token",
+        "95% CI",
+        "mgCO2e/1k tok",
+        "tokens/s",
+        "method",
+    )
     for column in columns:
         table.add_column(
             column, justify="left" if column in ("arch", "phase", "method") else "right"
@@ -219,15 +260,16 @@ def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
     for case in result["cases"]:
         if case["status"] != "ok":
             table.add_row(
-                case["arch"], case["phase"], "[red]failed", "", "", "", case["error"] or ""
+                case["arch"], case["phase"], "", "[red]failed", "", "", "", case["error"] or ""
             )
             continue
-        low, high = case["j_per_token_ci"]
+        ci = case["j_per_token_ci"]
         table.add_row(
             case["arch"],
             case["phase"],
+            str(case["rounds"]),
             f"{1e3 * case['j_per_token']:.3g}",
-            f"{1e3 * low:.3g} to {1e3 * high:.3g}",
+            f"{1e3 * ci[0]:.3g} to {1e3 * ci[1]:.3g}" if ci else "-",
             f"{1e3 * case['g_co2e_per_1k_tokens']:.3g}",
             f"{case['tokens_per_s']:,.0f}",
             ", ".join(case["methods"]),

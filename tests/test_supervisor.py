@@ -1,0 +1,217 @@
+"""Runs in supervised worker processes, in rounds: faults cost one case, signals stop cleanly,
+a killed supervisor's run can be resumed, and every statistic is built on rounds.
+
+Faults are the tests' own: architectures in tests/examples/faults.py whose step kills, crashes,
+exits or hangs its worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from carbonbench.carbon import resolve
+from carbonbench.cli import main
+from carbonbench.metrics import round_metrics
+from carbonbench.runner import RunOptions, new_run_id
+from carbonbench.store import Store
+from carbonbench.suite import parse
+from carbonbench.summary import summarise
+from carbonbench.supervisor import Supervisor, plan_rounds
+from tests.helpers import fast_suite, row
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def supervise(suite, tmp_path, **options):
+    db = tmp_path / "s.sqlite"
+    events = []
+    supervisor = Supervisor(
+        suite,
+        db,
+        resolve(intensity=100.0),
+        RunOptions(**options),
+        run_id=new_run_id(),
+        on_event=lambda kind, info: events.append((kind, info)),
+    )
+    status = supervisor.run()
+    with Store(db, create=False) as store:
+        return status, store.run(supervisor.run_id), store.rows(supervisor.run_id), events
+
+
+def test_rounds_interleave_cases_in_fresh_workers(tmp_path) -> None:
+    suite = fast_suite(archs=("gpt", "rnn"), phases=("train", "infer"), rounds=3)
+    status, run, rows, events = supervise(suite, tmp_path)
+    assert status == "ok" and run.status == "ok"
+    ids = [c.case_id for c in suite.cases]
+    order = run.metadata["order"]
+    assert [r for r, _ in order] == [0, 1, 2]
+    assert all(sorted(cases) == sorted(ids) for _, cases in order)
+    assert len({tuple(cases) for _, cases in order}) > 1  # shuffled differently per round
+    for r, cases in order:  # each round visited its cases in its stored order
+        written = [row.case_id for row in rows if row.round == r]
+        assert list(dict.fromkeys(written)) == cases
+    for case_id in ids:  # each case: R rounds of `repeats` windows
+        assert sorted((x.round, x.repeat) for x in rows if x.case_id == case_id) == [
+            (r, w) for r in range(3) for w in range(2)
+        ]
+    pids = {info["pid"] for kind, info in events if kind == "ready"}
+    assert len(pids) == 3 and os.getpid() not in pids  # one fresh process per round
+    for summary in summarise(rows):
+        assert summary.rounds == 3 and summary.windows == 6
+        low, high = summary.j_per_token_ci
+        assert low <= summary.j_per_token <= high
+    assert run.metadata["sensors"] and run.metadata["idle_w"]
+
+
+def test_windows_reduce_to_one_value_per_round() -> None:
+    rows = [
+        row("r", repeat, round=0, tokens=10, energy_j=e, duration_s=1.0)
+        for repeat, e in enumerate((10.0, 20.0, 90.0))
+    ] + [
+        row("r", repeat, round=1, tokens=10, energy_j=e, duration_s=2.0)
+        for repeat, e in enumerate((40.0, 40.0))
+    ]
+    values = round_metrics(rows)["gpt/tiny"]
+    assert values["energy_per_token"] == [2.0, 4.0]  # medians of 1, 2, 9 and of 4, 4
+    assert values["time_per_token"] == [0.1, 0.2]
+    (summary,) = summarise(rows)
+    assert (summary.rounds, summary.windows) == (2, 5)
+    assert summary.j_per_token == 3.0  # the median of the round values, not of the windows
+    assert summary.j_per_token_ci == pytest.approx((2.0, 4.0))
+    (one,) = summarise(rows[:3])
+    assert one.j_per_token == 2.0 and one.j_per_token_ci is None  # one round: no interval
+
+
+def test_adaptive_rounds_stop_at_max_rounds_or_budget(tmp_path) -> None:
+    text = fast_suite(archs=("rnn",)).text.replace(
+        "rounds = 1", "rounds = 2\nci_half_width = 1e-9\nmax_rounds = 3"
+    )
+    status, run, rows, _ = supervise(parse(text, "adaptive.toml"), tmp_path)
+    assert status == "ok" and sorted({r.round for r in rows}) == [0, 1, 2]
+    assert [r for r, _ in run.metadata["order"]] == [0, 1, 2]
+    text = text.replace("max_rounds = 3", "max_rounds = 9\nbudget_s = 0.0")
+    status, run, rows, _ = supervise(parse(text, "budget.toml"), tmp_path / "b")
+    assert sorted({r.round for r in rows}) == [0, 1]  # the fixed rounds, then the budget is spent
+
+
+def test_plan_rounds_is_seeded() -> None:
+    ids = [f"c{i}" for i in range(6)]
+    assert plan_rounds(ids, range(4), seed=1) == plan_rounds(ids, range(4), seed=1)
+    assert plan_rounds(ids, range(4), seed=1) != plan_rounds(ids, range(4), seed=2)
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [("KILLED", "killed by SIGKILL"), ("SEGFAULT", "killed by SIGSEGV"), ("EXITS", "status 7")],
+)
+def test_a_worker_that_dies_fails_only_its_case(tmp_path, fault, cause) -> None:
+    faulty = f"tests.examples.faults:{fault}"
+    suite = fast_suite(archs=(faulty, "rnn"))
+    status, run, rows, _ = supervise(suite, tmp_path)
+    assert status == "failed" and run.status == "failed"
+    (failed,) = [r for r in rows if r.arch == faulty]
+    assert failed.status == "failed"
+    assert cause in failed.error and "about to fault" in failed.error  # its stderr's last lines
+    assert [r.status for r in rows if r.arch == "rnn"] == ["ok", "ok"]  # the suite went on
+
+
+def test_a_worker_that_hangs_is_killed_and_the_suite_goes_on(tmp_path) -> None:
+    suite = fast_suite(archs=("tests.examples.faults:HANGS", "rnn"), timeout=4, grace=1)
+    started = time.monotonic()
+    status, _, rows, _ = supervise(suite, tmp_path)
+    assert status == "failed" and time.monotonic() - started < 60
+    (hung,) = [r for r in rows if r.status == "failed"]
+    assert hung.error.startswith("hung: no step returned within case_timeout_s + hang_grace_s")
+    assert [r.status for r in rows if r.arch == "rnn"] == ["ok", "ok"]
+
+
+def _start(tmp_path: Path, suite, *extra: str) -> tuple[subprocess.Popen, Path]:
+    suite_file, db = tmp_path / "suite.toml", tmp_path / "cli.sqlite"
+    suite_file.write_text(suite.text)
+    command = [sys.executable, "-m", "carbonbench", "run", "--suite", str(suite_file)]
+    proc = subprocess.Popen(
+        [*command, "--db", str(db), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, db
+
+
+def _wait_for_rows(db: Path, count: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with Store(db, create=False) as store:
+                    if sum(store.row_counts().values()) >= count:
+                        return
+            except Exception:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} rows in {db} after {timeout} s")
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_after_the_window_and_keeps_the_rows(tmp_path, signum, status) -> None:
+    suite = fast_suite(archs=("gpt", "rnn", "gru", "lstm"), rounds=2)
+    proc, db = _start(tmp_path, suite)
+    _wait_for_rows(db, 1)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == status, out
+    assert f"interrupted by {signal.Signals(signum).name}" in out
+    with Store(db, create=False) as store:
+        (run,) = store.runs()
+        rows = store.rows(run.run_id)
+    assert run.status == "interrupted" and run.metadata["stopped_by"] == signal.Signals(signum).name
+    assert rows and all(r.status == "ok" for r in rows)
+    assert len(rows) < 2 * 2 * len(suite.cases)  # it stopped early
+
+
+def test_resume_finishes_a_run_whose_supervisor_was_killed(tmp_path) -> None:
+    suite = fast_suite(archs=("gpt", "rnn", "gru"), rounds=2)
+    proc, db = _start(tmp_path, suite)
+    _wait_for_rows(db, 2)
+    proc.kill()  # no handler runs: the run stays marked running; its worker dies with it
+    proc.communicate(timeout=30)
+    time.sleep(0.5)
+    with Store(db, create=False) as store:
+        (run,) = store.runs()
+        before = len(store.rows(run.run_id))
+    assert run.status == "running"
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        assert main(["run", "--resume", "latest", "--db", str(db), "--json"]) == 0
+    finally:
+        os.chdir(cwd)
+    with Store(db, create=False) as store:
+        (run,) = store.runs()
+        rows = store.rows(run.run_id)
+    assert run.status == "ok" and len(run.metadata["resumed_at"]) == 1
+    assert len(rows) > before
+    for case in suite.cases:  # every (round, case) measured once: no window twice
+        windows = sorted((r.round, r.repeat) for r in rows if r.case_id == case.case_id)
+        assert {w[0] for w in windows} == {0, 1}
+        assert len(windows) == len(set(windows))
+
+
+def test_rounds_option_and_json(tmp_path, capsys) -> None:
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(fast_suite(archs=("rnn",)).text)
+    db = str(tmp_path / "o.sqlite")
+    argv = ["run", "--suite", str(suite_file), "--db", db, "--rounds", "2", "--json"]
+    assert main(argv) == 0
+    (case,) = json.loads(capsys.readouterr().out)["cases"]
+    assert case["rounds"] == 2 and case["windows"] == 4 and case["j_per_token_ci"] is not None
+    assert main(["run", "--suite", str(suite_file), "--db", db, "--rounds", "0"]) == 2
+    assert "--rounds must be at least 1" in capsys.readouterr().err
