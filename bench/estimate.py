@@ -202,7 +202,7 @@ def from_measurement(
             "device": device,
             "dtype": dtype,
             "joules_per_flop": median,
-            "windows": len(joules_per_flop),
+            "rounds": len(joules_per_flop),
             "flops": flops,
             "pue": carbon.pue,
         },
@@ -218,6 +218,14 @@ def from_measurement(
             high * flops * carbon.pue / J_PER_KWH,
         ),
     )
+
+
+def joules_per_flop_by_round(rows: list) -> list[float]:
+    """One joules-per-FLOP value per round of each case (the median of its windows): rounds,
+    not windows, are the independent samples the interval is built on."""
+    from carbonbench.metrics import round_values
+
+    return [v / 1e12 for values in round_values(rows, "j_per_tflop").values() for v in values]
 
 
 def from_run(
@@ -247,7 +255,7 @@ def from_run(
     rows = [r for r in rows if (r.device, r.dtype) == (first.device, first.dtype)]
     return from_measurement(
         carbon,
-        joules_per_flop=[r.energy_j / r.flops for r in rows],
+        joules_per_flop=joules_per_flop_by_round(rows),
         flops=flops,
         flops_source=flops_source,
         run=run_id,

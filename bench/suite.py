@@ -319,3 +319,12 @@ def _matches(value: str, wanted: list[str], key: str) -> bool:
     if key == "phase" and "generate" in wanted and value in ("prefill", "decode"):
         return True
     return value in wanted
+
+
+def case_order(text: str, source: str) -> list[str]:
+    """The case ids of a stored suite in its matrix's order (for tables), or [] if the suite
+    no longer parses here (an architecture that cannot be imported, say)."""
+    try:
+        return [c.case_id for c in parse(text, source).cases]
+    except SuiteError:
+        return []

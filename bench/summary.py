@@ -89,9 +89,12 @@ def summarise_case(rows: list[ResultRow]) -> CaseSummary:
     return summary
 
 
-def summarise(rows: Iterable[ResultRow]) -> list[CaseSummary]:
-    """One summary per case, in the order the cases first appear."""
+def summarise(rows: Iterable[ResultRow], order: list[str] | None = None) -> list[CaseSummary]:
+    """One summary per case: in ``order`` (case ids; the suite's), then as they first appear
+    (rounds visit the cases shuffled)."""
     by_case: dict[str, list[ResultRow]] = {}
     for row in rows:
         by_case.setdefault(row.case_id, []).append(row)
-    return [summarise_case(group) for group in by_case.values()]
+    rank = {case_id: i for i, case_id in enumerate(order or [])}
+    ids = sorted(by_case, key=lambda c: rank.get(c, len(rank)))
+    return [summarise_case(by_case[c]) for c in ids]

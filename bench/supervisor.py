@@ -121,6 +121,7 @@ class Supervisor:
         self.error: str | None = None  # why the run could not go on, for the command line
         self._proc: subprocess.Popen | None = None
         self._idle_w: dict[str, float] | None = None
+        self._flops: dict[str, list[int]] = {}  # FLOP counts made by earlier workers
         self._ready: dict[str, Any] | None = None
         self._sampler = {"reads": 0, "cpu_s": 0.0, "workers": 0}
         uses_gpu = any(c.device.startswith("cuda") for c in suite.cases)
@@ -211,6 +212,7 @@ class Supervisor:
             options=self.options.stored(),
             components=self.components,
             idle_w=self._idle_w,
+            flops=self._flops,
             supervisor_pid=os.getpid(),
         )
         number = self._sampler["workers"]
@@ -293,6 +295,7 @@ class Supervisor:
             elif kind == "row":
                 self.on_event("row", event)
             elif kind == "done":
+                self._flops.update(event.get("flops") or {})
                 outcome.done.append(event["case_id"])
                 if not event["ok"]:
                     outcome.failed.append(event["case_id"])

@@ -40,6 +40,7 @@ class Job:
     options: dict[str, Any]  # corpus, seed, cpu_tdp_w
     components: list[str]  # what to measure (no gpu when no case uses one)
     idle_w: dict[str, float] | None = None  # measured by an earlier round; else measure it
+    flops: dict[str, list[int]] = field(default_factory=dict)  # counted by earlier rounds
     supervisor_pid: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ def _die_with_parent() -> None:
 
 def run_job(job: Job, events: Events) -> int:
     from carbonbench.meter import EnergyMeter
+    from carbonbench.models import flops
     from carbonbench.provenance import measured_by
     from carbonbench.recorder import Recorder
     from carbonbench.runner import CaseRunner, Interrupt, RunOptions
@@ -88,6 +90,7 @@ def run_job(job: Job, events: Events) -> int:
     from carbonbench.store import Store
     from carbonbench.suite import parse
 
+    flops.learn(job.flops)
     suite = parse(job.suite_text, job.suite_source)
     by_id = {c.case_id: c for c in suite.cases}
     cases = [by_id[case_id] for case_id in job.cases]
@@ -133,7 +136,7 @@ def run_job(job: Job, events: Events) -> int:
                 break
             events.send("case", case_id=case.case_id)
             ok = runner.run_case(case, job.round)
-            events.send("done", case_id=case.case_id, ok=ok)
+            events.send("done", case_id=case.case_id, ok=ok, flops=flops.known())
         sampler = {"reads": meter.sampler_reads, "cpu_s": meter.sampler_cpu_s}
         events.send(
             "finished",

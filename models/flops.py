@@ -11,6 +11,7 @@ the same in both variants. ``analytic_flops`` writes the same count out by hand,
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,26 @@ from carbonbench.models.registry import architecture, build, example_batch
 
 METHOD = "torch.utils.flop_counter on the reference variant (meta device)"
 
+# Counts by architecture, config and shape: the same in every round of a run, and slow to
+# make for the step-by-step recurrent variants, so a run counts each once (``known``/``learn``
+# carry them from one worker process to the next).
+_COUNTS: dict[str, list[int]] = {}
+
+
+def _key(kind: str, model: nn.Module, *shape: int) -> str:
+    config = dataclasses.asdict(model.config)
+    return json.dumps([kind, model.arch, config, *shape], sort_keys=True, default=str)
+
+
+def known() -> dict[str, list[int]]:
+    """Every count made or learnt in this process."""
+    return dict(_COUNTS)
+
+
+def learn(counts: dict[str, list[int]]) -> None:
+    """Counts made elsewhere (an earlier worker of the same run)."""
+    _COUNTS.update(counts)
+
 
 @dataclass(frozen=True)
 class FlopCount:
@@ -34,6 +55,9 @@ class FlopCount:
 def count_flops(model: nn.Module, batch_size: int, seq_len: int) -> FlopCount:
     """FLOPs of ``model`` (built by ``carbonbench.models.build``) on a ``batch_size`` x
     ``seq_len`` batch."""
+    key = _key("step", model, batch_size, seq_len)
+    if key in _COUNTS:
+        return FlopCount(*_COUNTS[key])
     record = architecture(model.arch)
     config = dataclasses.asdict(model.config)
     inputs = [t.to("meta") for t in example_batch(model, batch_size, seq_len)]
@@ -45,7 +69,8 @@ def count_flops(model: nn.Module, batch_size: int, seq_len: int) -> FlopCount:
             logits = twin(*inputs)
             targets = torch.zeros(batch_size * seq_len, dtype=torch.long)
             F.cross_entropy(logits.flatten(0, 1), targets).backward()
-    return FlopCount(forward_counter.get_total_flops(), train_counter.get_total_flops())
+    _COUNTS[key] = [forward_counter.get_total_flops(), train_counter.get_total_flops()]
+    return FlopCount(*_COUNTS[key])
 
 
 def analytic_flops(arch: str, config: object, batch_size: int, seq_len: int) -> int:
@@ -61,6 +86,10 @@ def count_generation_flops(
 ) -> tuple[int, int]:
     """(prefill, decode) FLOPs of greedy generation with the key/value cache: the prompt's
     forward pass, then ``new_tokens`` one-token forward passes over the growing cache."""
+    key = _key("generate", model, batch_size, prompt_len, new_tokens)
+    if key in _COUNTS:
+        prefill_flops, decode_flops = _COUNTS[key]
+        return prefill_flops, decode_flops
     record = architecture(model.arch)
     if not record.generates:
         raise ArchitectureError(f"{model.arch} does not generate (no key/value cache)")
@@ -75,4 +104,5 @@ def count_generation_flops(
         with FlopCounterMode(display=False) as decode:
             for _ in range(new_tokens):
                 twin(token, cache)
+    _COUNTS[key] = [prefill.get_total_flops(), decode.get_total_flops()]
     return prefill.get_total_flops(), decode.get_total_flops()

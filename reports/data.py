@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from carbonbench.store import ResultRow, RunRecord, Store, StoreError
+from carbonbench.suite import case_order
 from carbonbench.summary import summarise
 
 
@@ -34,14 +35,17 @@ def select_runs(store: Store, refs: list[str] | None, last: int | None) -> list[
     return runs[-(last or 1) :]
 
 
-def summarise_cases(rows: list[ResultRow]) -> pd.DataFrame:
-    """Per (run, case): medians over repeats with 95% bootstrap intervals, and the work."""
+def summarise_cases(
+    rows: list[ResultRow], orders: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
+    """Per (run, case): medians over rounds with 95% bootstrap intervals, and the work; each
+    run's cases in its suite's order (``orders``: run id -> case ids)."""
     by_run: dict[str, list[ResultRow]] = {}
     for row in rows:
         by_run.setdefault(row.run_id, []).append(row)
     out = []
     for run_id, run_rows in by_run.items():
-        for case in summarise(run_rows):
+        for case in summarise(run_rows, (orders or {}).get(run_id)):
             low, high = case.j_per_token_ci or (None, None)
             out.append(
                 {
@@ -64,7 +68,8 @@ def load(db: str | Path, refs: list[str] | None = None, last: int | None = None)
         ids = ", ".join(r.run_id for r in runs)
         raise StoreError(f"the selected run(s) {ids} hold no results yet")
     frame = pd.DataFrame([r.to_dict() for r in rows])
-    return ReportData(Path(db), runs, frame, summarise_cases(rows))
+    orders = {run.run_id: case_order(run.suite_text, run.suite_source) for run in runs}
+    return ReportData(Path(db), runs, frame, summarise_cases(rows, orders))
 
 
 def energy_by_method(rows: pd.DataFrame) -> dict[str, float]:

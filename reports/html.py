@@ -126,11 +126,14 @@ def _projection(run: RunRecord, rows) -> list[dict[str, str]]:
     if carbon is None:
         return []
     train = rows[(rows["phase"] == "train") & (rows["flops"] > 0)]
+    train = train.assign(joules_per_flop=train["energy_j"] / train["flops"])
     out = []
     for (arch, device, dtype), group in train.groupby(["arch", "device", "dtype"], sort=False):
+        # one value per round of each case (the median of its windows): rounds are the samples
+        per_round = group.groupby(["case_id", "round"])["joules_per_flop"].median()
         estimate = from_measurement(
             carbon,
-            joules_per_flop=(group["energy_j"] / group["flops"]).tolist(),
+            joules_per_flop=per_round.tolist(),
             flops=6 * PROJECTED_PARAMS * PROJECTED_TOKENS,
             flops_source="6 N D",
             run=run.run_id,

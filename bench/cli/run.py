@@ -222,17 +222,21 @@ def _supervised(args, console, suite, carbon, options, rounds) -> int:
 def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:
     """The summary of a run from its stored rows (a distributed run's rank 0 wrote them)."""
     from carbonbench.store import Store
+    from carbonbench.suite import case_order
 
     with Store(args.db, create=False) as store:
         rows = store.rows(run_id)
-        status = store.run(run_id).status
-    return _print_result(console, args, run_id, status, rows, carbon)
+        run = store.run(run_id)
+    order = case_order(run.suite_text, run.suite_source)
+    return _print_result(console, args, run_id, run.status, rows, carbon, order)
 
 
-def _print_result(console: Console, args, run_id: str, status: str, rows, carbon) -> int:
+def _print_result(
+    console: Console, args, run_id: str, status: str, rows, carbon, order=None
+) -> int:
     from carbonbench.summary import summarise
 
-    cases = [case.to_dict() for case in summarise(rows)]
+    cases = [case.to_dict() for case in summarise(rows, order)]
     result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": cases}
     if args.json:
         print(json.dumps(result, indent=2))
