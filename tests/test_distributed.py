@@ -109,7 +109,7 @@ def test_a_timeout_fails_the_case_on_every_rank_together_and_the_run_goes_on(tmp
         rows = store.rows(run_id)
         (run,) = store.runs()
     assert run.status == "failed"
-    assert [(r.arch, r.status) for r in rows] == [("gpt", "failed"), ("gru", "failed")]
+    assert sorted((r.arch, r.status) for r in rows) == [("gpt", "failed"), ("gru", "failed")]
     assert all("ran past case_timeout_s" in r.error for r in rows)
 
 
@@ -143,7 +143,7 @@ def test_a_failure_on_one_rank_stops_the_job_at_once_and_is_recorded(tmp_path) -
     assert run.status == "failed"
     errors = [r.error for r in rows if r.status == "failed"]
     assert "rank 1: RuntimeError: injected on one rank" in errors
-    assert {r.arch for r in rows} == {"gpt"}  # the job stopped: gru never started
+    assert len({r.arch for r in rows}) == 1  # the job stopped: the second case never started
 
 
 def _free_port() -> int:
