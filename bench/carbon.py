@@ -7,6 +7,7 @@ data. co2e_g = kWh x PUE x intensity.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -128,7 +129,7 @@ def resolve(
     if sum(x is not None for x in (intensity, country, cloud)) > 1:
         raise InputError("give at most one of carbon intensity, country and cloud region")
     if intensity is not None:
-        if intensity < 0:
+        if not math.isfinite(intensity) or intensity < 0:
             raise InputError(f"carbon intensity must be >= 0 g/kWh, got {intensity}")
         chosen = Intensity(float(intensity), "given by the user (g CO2e/kWh)")
     elif country is not None:
@@ -139,7 +140,7 @@ def resolve(
         chosen = world_average()
     if pue is None:
         return CarbonSettings(chosen)
-    if pue < 1.0:
+    if not math.isfinite(pue) or pue < 1.0:
         raise InputError(f"PUE must be >= 1.0 (facility energy / IT energy), got {pue}")
     return CarbonSettings(chosen, float(pue), "given by the user")
 

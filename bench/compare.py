@@ -158,41 +158,92 @@ def side_from_store(store: Store, ref: str) -> Side:
     )
 
 
+def _numbers(value: Any) -> list[float] | None:
+    """A list of finite numbers, or None if ``value`` is not one."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        return None
+    return [float(v) for v in value]
+
+
 def side_from_benchmark_json(path: Path) -> Side:
-    """A pytest-benchmark JSON file written with the ``energy_benchmark`` fixture."""
+    """A pytest-benchmark JSON file: energy, time and CO2e per unit of work where the
+    ``energy_benchmark`` fixture wrote them, else the time per call of a plain benchmark."""
     try:
         data = json.loads(path.read_text())
-        benchmarks = data["benchmarks"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CompareError(f"{path} is not a pytest-benchmark JSON file ({error})") from None
-    samples: dict[str, dict[str, list[float]]] = {}
-    for bench in benchmarks:
-        extra = bench.get("extra_info") or {}
-        energy = extra.get("energy_j_per_round")
-        if energy is None:
-            continue  # a plain benchmark, without energy
-        units = extra.get("units_per_round") or 1
-        durations = extra.get("duration_s_per_round") or []
-        co2e = extra.get("co2e_g_per_round") or []
-        samples[bench["fullname"]] = {
-            "energy_per_token": [e / units for e in energy],
-            "time_per_token": [d / units for d in durations],
-            "co2e_per_1k_tokens": [1000 * c / units for c in co2e],
-        }
-    if not samples:
+    except OSError as error:
+        raise CompareError(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise CompareError(f"{path} is not JSON ({error})") from None
+    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
+    if not isinstance(benchmarks, list):
         raise CompareError(
-            f"{path} holds no energy measurements: write it with the energy_benchmark fixture"
+            f'{path} is not a pytest-benchmark JSON file: it needs a list under "benchmarks" '
+            "(write it with pytest --benchmark-json)"
         )
-    machine = data.get("machine_info", {})
-    hardware = (machine.get("carbonbench") or {}).get("hardware") or {"cpu": machine.get("cpu")}
-    return Side(str(path), samples, Hardware.from_dict(hardware).comparable(), None)
+    samples: dict[str, dict[str, list[float]]] = {}
+    carbon: set[str] = set()
+    for number, bench in enumerate(benchmarks):
+        where = f"{path}: benchmarks[{number}]"
+        if not isinstance(bench, dict) or not isinstance(bench.get("fullname"), str):
+            raise CompareError(f'{where} is not a benchmark (no "fullname")')
+        extra = bench.get("extra_info") or {}
+        if not isinstance(extra, dict):
+            raise CompareError(f"{where}: extra_info must be an object, got {extra!r}")
+        if "energy_j_per_round" in extra:
+            samples[bench["fullname"]] = _energy_samples(where, extra)
+            carbon.add(
+                f"{extra.get('carbon_intensity_g_per_kwh')} g/kWh "
+                f"({extra.get('carbon_intensity_source')}), PUE {extra.get('pue')}"
+            )
+            continue
+        stats = bench.get("stats")
+        if not isinstance(stats, dict):
+            raise CompareError(f"{where} has neither energy (extra_info) nor stats")
+        times = _numbers(stats.get("data"))  # every round, with --benchmark-save-data
+        if times is None:
+            median = _numbers([stats.get("median")])
+            if median is None:
+                raise CompareError(f"{where}: stats.median must be a number")
+            times = median  # one value: compared, but no test can be made on it
+        samples[bench["fullname"]] = {"time_per_call": times}
+    if not samples:
+        raise CompareError(f"{path} holds no benchmarks")
+    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+    ours = machine.get("carbonbench") if isinstance(machine.get("carbonbench"), dict) else {}
+    hardware = ours.get("hardware") if isinstance(ours.get("hardware"), dict) else None
+    if hardware is None:
+        cpu = machine.get("cpu")
+        hardware = {"cpu": cpu.get("brand_raw") if isinstance(cpu, dict) else cpu}
+    setting = "; ".join(sorted(carbon)) or None
+    return Side(str(path), samples, Hardware.from_dict(hardware).comparable(), None, carbon=setting)
+
+
+def _energy_samples(where: str, extra: dict[str, Any]) -> dict[str, list[float]]:
+    energy = _numbers(extra.get("energy_j_per_round"))
+    durations = _numbers(extra.get("duration_s_per_round") or [])
+    co2e = _numbers(extra.get("co2e_g_per_round") or [])
+    units = extra.get("units_per_round") or 1
+    if energy is None or durations is None or co2e is None:
+        raise CompareError(f"{where}: extra_info's *_per_round values must be lists of numbers")
+    if not isinstance(units, int | float) or isinstance(units, bool) or not units > 0:
+        raise CompareError(f"{where}: extra_info.units_per_round must be a positive number")
+    return {
+        "energy_per_token": [e / units for e in energy],
+        "time_per_token": [d / units for d in durations],
+        "co2e_per_1k_tokens": [1000 * c / units for c in co2e],
+    }
 
 
 def load_side(ref: str, db: str | Path) -> Side:
+    """A run of the store (id, latest, latest~N), or a pytest-benchmark ``.json`` file."""
     path = Path(ref)
-    if path.suffix == ".json" and path.is_file():
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise CompareError(f"no file {path}: give a pytest-benchmark JSON file or a run")
         return side_from_benchmark_json(path)
-    with Store(db, create=False) as store:
+    with Store(db, create=False, readonly=True) as store:
         return side_from_store(store, ref)
 
 
@@ -219,10 +270,21 @@ def load_thresholds(
         data = tomllib.loads(pyproject.read_text())
         table = data.get("tool", {}).get("carbonbench", {}).get("thresholds", {})
         source = f"{pyproject} [tool.carbonbench.thresholds]"
+    return thresholds_from_table(table, source)
+
+
+def thresholds_from_table(table: Any, source: str) -> Thresholds:
+    """Thresholds from a [thresholds] table, every value checked (``source`` names it)."""
+    if not isinstance(table, dict):
+        raise CompareError(f"{source}: [thresholds] must be a table of metric = fraction")
     thresholds = Thresholds()
     for key, value in table.items():
         if key == "case":
+            if not isinstance(value, list):
+                raise CompareError(f"{source}: thresholds.case must be [[thresholds.case]] tables")
             for entry in value:
+                if not isinstance(entry, dict):
+                    raise CompareError(f"{source}: each [[thresholds.case]] must be a table")
                 pattern = entry.get("match")
                 if not isinstance(pattern, str):
                     raise CompareError(f"{source}: each [[thresholds.case]] needs match = GLOB")
@@ -303,9 +365,18 @@ def compare(
     if baseline.carbon != current.carbon:
         notes.append(
             f"different carbon settings ({baseline.carbon} vs {current.carbon}): "
-            "co2e_per_1k_tokens moves with them, not only with the code"
+            "co2e_per_1k_tokens moves with them, not only with the code, so it is left out"
         )
+        metrics = tuple(m for m in metrics if m != "co2e_per_1k_tokens")
+    if baseline.name == current.name:
+        notes.append(f"baseline and current are the same run ({current.name}): nothing can differ")
     common = [c for c in current.samples if c in baseline.samples]
+    failing = [c for c in current.failed if c in baseline.samples]
+    if not common and not failing:
+        raise CompareError(
+            f"nothing to compare: no case is in both {baseline.name} "
+            f"({len(baseline.samples)} cases) and {current.name} ({len(current.samples)} cases)"
+        )
     verdicts = []
     for case_id in common:
         floor = noise_floor(current.history.get(case_id, []))

@@ -120,8 +120,10 @@ def from_hardware(
     with_embodied: bool = False,
     inputs: dict[str, Any] | None = None,
 ) -> Estimate:
-    if count < 1 or power_w <= 0 or hours <= 0:
-        raise InputError("count, power and hours must be positive")
+    if count < 1 or not (math.isfinite(power_w) and math.isfinite(hours)):
+        raise InputError("count, power and hours must be positive, finite numbers")
+    if power_w <= 0 or hours <= 0:
+        raise InputError("count, power and hours must be positive, finite numbers")
     kwh = hours * count * power_w * carbon.pue / 1000
     estimate = Estimate(
         energy_kwh=kwh,
@@ -242,7 +244,7 @@ def from_run(
     the device and dtype of its first such window."""
     from carbonbench.store import Store
 
-    with Store(db, create=False) as store:
+    with Store(db, create=False, readonly=True) as store:
         run_id = store.resolve(ref)
         rows = [
             r

@@ -3,9 +3,10 @@
     def test_train_step(energy_benchmark):
         energy_benchmark(step, units=tokens_per_step)   # like benchmark(step)
 
-Each round runs the function enough times to last about ``min_round_s`` (energy counters update
-only every 10-100 ms) inside one EnergyMeter window; joules, duration and CO2e per round, the method
-per domain and the units of work go into ``benchmark.extra_info``. ``pytest
+pytest-benchmark times the function as its own ``benchmark`` fixture does (statistics per call);
+then energy rounds, each running the function enough times to last about ``min_round_s`` (energy
+counters update only every 10-100 ms) inside one EnergyMeter window, put joules, duration and
+CO2e per round, the method per domain and the units of work into ``benchmark.extra_info``. ``pytest
 --benchmark-json out.json`` then carries energy, and ``carbonbench compare a.json b.json``
 gates on it. The JSON's machine_info gains the sensors and hardware under ``carbonbench``.
 """
@@ -71,26 +72,27 @@ class EnergyBenchmark:
         warmup_rounds: int = 1,
         **kwargs: Any,
     ) -> Any:
-        """Benchmark ``fn(*args, **kwargs)``; ``units``: work per call (e.g. tokens)."""
+        """Benchmark ``fn(*args, **kwargs)``; ``units``: work per call (e.g. tokens).
+
+        First pytest-benchmark times it exactly as its ``benchmark`` fixture does (its
+        statistics are per call, as ever); then ``rounds`` energy rounds, each sized to last
+        about ``min_round_s`` (energy counters update only every 10-100 ms), measure it."""
+        result = self.benchmark(fn, *args, **kwargs)
         calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < self.min_round_s:  # calibration, and a warm-up
+        while True:  # calibration, and a warm-up: at least one call
             fn(*args, **kwargs)
             calls += 1
-        iterations = math.ceil(1.1 * calls)  # a margin: rounds last at least about min_round_s
-        measured: list[Any] = []
+            if time.perf_counter() - start >= self.min_round_s:
+                break
+        iterations = max(1, math.ceil(1.1 * calls))  # a margin: rounds last about min_round_s
         name = self.benchmark.name
-
-        def one_round() -> Any:
-            with self.meter.window(f"{name}/{len(measured)}") as m:
+        kept = []
+        for number in range(warmup_rounds + rounds):
+            with self.meter.window(f"{name}/{number}") as m:
                 for _ in range(iterations):
-                    result = fn(*args, **kwargs)
-            measured.append(m)
-            return result
-
-        result = self.benchmark.pedantic(
-            one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1
-        )
-        kept = measured[warmup_rounds:]
+                    fn(*args, **kwargs)
+            if number >= warmup_rounds:
+                kept.append(m)
         energy = [m.total_energy_j for m in kept]
         self.benchmark.extra_info.update(
             {
@@ -119,6 +121,10 @@ def energy_benchmark(benchmark, carbonbench_meter, pytestconfig: pytest.Config) 
         pue=pytestconfig.getoption("carbonbench_pue"),
     )
     min_round_s = pytestconfig.getoption("carbonbench_min_round_s")
+    if not (math.isfinite(min_round_s) and min_round_s >= 0):
+        raise pytest.UsageError(
+            f"--carbonbench-min-round-s must be a number of seconds >= 0, got {min_round_s}"
+        )
     return EnergyBenchmark(benchmark, carbonbench_meter, carbon, min_round_s)
 
 

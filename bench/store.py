@@ -10,6 +10,7 @@ and migrated on open.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import quote
 
 from carbonbench.carbon import CarbonSettings
 from carbonbench.case import Case
@@ -180,26 +182,102 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_DB, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_DB,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        check: bool = False,
+    ) -> None:
+        """``readonly``: for commands that only read (an archived store in a read-only place
+        opens too; nothing is migrated or written). ``check``: verify every page before a run
+        writes to it, so a damaged store is refused untouched."""
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(
+                f"{self.path} is a folder, not a results store: give a file path, such as "
+                f"{self.path / 'results.sqlite'}"
+            )
         exists = self.path.exists() and self.path.stat().st_size > 0
-        if not exists and not create:
+        if not exists and (not create or readonly):
             raise StoreError(
                 f"no results store at {self.path}: run `carbonbench run` first, or give --db"
             )
         if not exists:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._prepare_folder()
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if readonly:
+                self.db = self._connect_readonly()
+            else:
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.row_factory = sqlite3.Row
             if exists:
                 self._check_ours()
-            self._migrate()
+                if check:
+                    self._check_pages()
+            if not readonly:
+                self._migrate()
+        except sqlite3.OperationalError as error:
+            raise StoreError(self._explain(error)) from None
         except sqlite3.DatabaseError as error:
             raise StoreError(
                 f"{self.path} is not a readable SQLite database ({error}); it was left "
                 "untouched: give another --db, or move the file away"
             ) from None
+
+    def _prepare_folder(self) -> None:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create a results store at {self.path}: {error.strerror} "
+                f"({folder}); give a --db in a folder you can write"
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot create a results store at {self.path}: no permission to write in "
+                f"{folder}; give a --db in a folder you can write"
+            )
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # a WAL store in a folder nobody may write (an archive): read it as it is on disk
+            db.close()
+            db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+        return db
+
+    def _check_pages(self) -> None:
+        problems = [r[0] for r in self.db.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            self.db.close()
+            lines = [x for x in "\n".join(problems).splitlines() if x and not x.startswith("***")]
+            raise StoreError(
+                f"{self.path} is damaged ({lines[0] if lines else 'quick_check failed'}); it was "
+                "left untouched: give another --db, or recover it (sqlite3 FILE .recover)"
+            )
+
+    def _explain(self, error: sqlite3.OperationalError) -> str:
+        """The precise reason for an operational failure, with its fix."""
+        text = str(error)
+        if "full" in text:
+            return (
+                f"the disk holding {self.path} is full ({text}); rows finished before this are "
+                "kept: free space, then `carbonbench run --resume latest`"
+            )
+        if "readonly" in text or "read-only" in text:
+            return (
+                f"{self.path} cannot be written ({text}): give a --db you can write (reading "
+                "commands open it read-only)"
+            )
+        if "unable to open" in text or "locked" in text:
+            return f"cannot open the results store {self.path} ({text})"
+        return f"results store {self.path}: {text}"
 
     def _check_ours(self) -> None:
         app_id = self.db.execute("PRAGMA application_id").fetchone()[0]
@@ -234,13 +312,16 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            raise StoreError(self._explain(error)) from None
 
     def close(self) -> None:
         self.db.close()

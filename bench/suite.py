@@ -218,8 +218,24 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
                     architecture(value)
                 except ArchitectureError as error:
                     raise SuiteError(f"{where}: [matrix].arch: {error}") from None
+            if key == "device":
+                _check_device(where, value)
         matrix[key] = values
     return matrix
+
+
+def _check_device(where: str, value: str) -> None:
+    """A device string torch understands (cpu, cuda, cuda:1, mps, ...): checked when the suite
+    is read, not when a case fails on it."""
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        raise SuiteError(
+            f"{where}: [matrix].device has {value!r}, which torch does not know; "
+            "give cpu, cuda or cuda:N"
+        ) from None
 
 
 def _why_not(case: Case) -> str | None:
@@ -269,6 +285,13 @@ def parse(text: str, source: str) -> Suite:
                 cases.append(case)
             else:
                 skipped.append(f"{case.case_id}: {why}")
+    if "thresholds" in data:
+        from carbonbench.compare import CompareError, thresholds_from_table
+
+        try:
+            thresholds_from_table(data["thresholds"], f"{source} [thresholds]")
+        except CompareError as error:
+            raise SuiteError(str(error)) from None
     return Suite(
         name=name,
         source=source,
@@ -293,7 +316,13 @@ def load(name_or_path: str) -> Suite:
             f"no suite named {name_or_path!r}: give a built-in name ({', '.join(BUILTIN)}) "
             "or the path of a TOML file"
         )
-    return parse(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SuiteError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise SuiteError(f"cannot read suite {path}: {error.strerror}") from None
+    return parse(text, str(path))
 
 
 def narrow(suite: Suite, **filters: list[str] | None) -> Suite:
@@ -306,7 +335,10 @@ def narrow(suite: Suite, **filters: list[str] | None) -> Suite:
             continue
         for value in wanted:
             if not any(_matches(getattr(c, key), [value], key) for c in suite.cases):
-                known = ", ".join(dict.fromkeys(getattr(c, key) for c in suite.cases))
+                values = list(dict.fromkeys(getattr(c, key) for c in suite.cases))
+                if key == "phase" and {"prefill", "decode"} & set(values):
+                    values.append("generate")  # the name that selects both
+                known = ", ".join(values)
                 raise SuiteError(
                     f"--{key} {value!r} matches no case of suite {suite.name!r}; "
                     f"its {key} values: {known}"

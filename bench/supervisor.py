@@ -132,7 +132,10 @@ class Supervisor:
     def run(self) -> str:
         """Measure every scheduled (round, case); returns the run's status."""
         started = time.monotonic()
-        with Store(self.db) as store, tempfile.TemporaryDirectory(prefix="carbonbench-") as tmp:
+        with (
+            Store(self.db, check=True) as store,
+            tempfile.TemporaryDirectory(prefix="carbonbench-") as tmp,
+        ):
             self.store, self.tmp = store, Path(tmp)
             self._begin()
             status = "failed"

@@ -61,7 +61,7 @@ def summarise_cases(
 
 
 def load(db: str | Path, refs: list[str] | None = None, last: int | None = None) -> ReportData:
-    with Store(db, create=False) as store:
+    with Store(db, create=False, readonly=True) as store:
         runs = select_runs(store, refs, last)
         rows = [row for run in runs for row in store.rows(run.run_id)]
     if not rows:

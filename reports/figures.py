@@ -124,8 +124,10 @@ def energy_vs_parameters(cases: pd.DataFrame) -> go.Figure:
             marker={"size": 9},
             hovertemplate="%{text}: %{x:.3s} parameters, %{y:.4g} J per 1k tokens<extra></extra>",
         )
-    fig.update_xaxes(title_text="parameters", type="log", dtick=1)
-    fig.update_yaxes(title_text="joules per 1,000 tokens", type="log", dtick=1)
+    # log axes, ticked by plotly within a decade too (dtick=1 labels powers of ten only, so a
+    # suite of one size showed none), in SI units: 500k, 1M, 20M
+    fig.update_xaxes(title_text="parameters", type="log", tickformat="~s")
+    fig.update_yaxes(title_text="joules per 1,000 tokens", type="log", dtick="D2", tickformat="~g")
     return _layout(fig, "Energy against parameter count", height=400)
 
 

@@ -17,6 +17,7 @@ from plotly.offline import get_plotlyjs
 from carbonbench import __version__
 from carbonbench.carbon import J_PER_KWH, equivalents
 from carbonbench.estimate import from_measurement
+from carbonbench.outputs import check_writable, write_text
 from carbonbench.reports import figures
 from carbonbench.reports.data import ReportData, energy_by_method, load, modelled_domains
 from carbonbench.store import RunRecord
@@ -204,6 +205,7 @@ def render(
 ) -> Rendered:
     """Write the report of the selected runs (default: the latest) to ``output``."""
     started = time.perf_counter()
+    check_writable(Path(output), "report")
     data = load(db, refs, last)
     latest_id = data.latest.run_id
     latest = data.cases[data.cases["run_id"] == latest_id]
@@ -256,6 +258,5 @@ def render(
         )
     )
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    write_text(path, html, "report")
     return Rendered(path, len(html.encode()), time.perf_counter() - started, count)

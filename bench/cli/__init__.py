@@ -8,8 +8,11 @@ one line and exit 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sqlite3
 import sys
+import traceback
 from collections.abc import Sequence
 
 from carbonbench import __version__
@@ -25,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure the energy and carbon emissions of neural-network architectures.",
     )
     parser.add_argument("--version", action="version", version=f"carbonbench {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an error (also: CARBONBENCH_DEBUG=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         sub = commands.add_parser(command.NAME, help=command.HELP, description=command.__doc__)
@@ -34,12 +42,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 success (a gate that passed), 1 a gate that failed or a run with failed
+    cases, 2 bad input, an unusable file or an internal error, always with one line on
+    standard error (``--debug`` or CARBONBENCH_DEBUG=1: the traceback too), 130/143 for a run
+    stopped by SIGINT/SIGTERM."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("CARBONBENCH_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
     except CarbonbenchError as error:  # bad input: one line naming it, no traceback
-        print(f"carbonbench: error: {error}", file=sys.stderr)
-        return 2
+        _fail(str(error), debug)
     except sqlite3.Error as error:
-        print(f"carbonbench: error: results store: {error}", file=sys.stderr)
-        return 2
+        _fail(f"results store: {error}", debug)
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("carbonbench: stopped", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug: still one line and exit 2, never 1 (a gate's failure)
+        _fail(
+            f"internal error: {type(error).__name__}: {error} (rerun with --debug for the "
+            "traceback, and report it)",
+            debug,
+        )
+    return 2
+
+
+def _fail(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    print(f"carbonbench: error: {message}", file=sys.stderr)

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from carbonbench.store import DEFAULT_DB
+
+
+def number(text: str) -> float:
+    """A finite number (argparse type): nan and inf would turn into NULL or invalid JSON later."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +31,9 @@ def add_carbon_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--country", metavar="ISO3", help="grid of a country, e.g. USA, FRA")
     where.add_argument("--cloud", metavar="PROVIDER:REGION", help="e.g. gcp:europe-west1")
     where.add_argument(
-        "--carbon-intensity", type=float, metavar="G_PER_KWH", help="grams CO2e per kWh"
+        "--carbon-intensity", type=number, metavar="G_PER_KWH", help="grams CO2e per kWh"
     )
-    parser.add_argument("--pue", type=float, help="power usage effectiveness (default 1.0)")
+    parser.add_argument("--pue", type=number, help="power usage effectiveness (default 1.0)")
 
 
 def carbon_given(args: argparse.Namespace) -> bool:

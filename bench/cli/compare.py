@@ -41,17 +41,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from carbonbench.compare import ALPHA, compare, load_side, load_thresholds, markdown
+    from carbonbench.outputs import check_writable, write_text
 
+    if args.markdown:
+        check_writable(args.markdown, "Markdown summary")
+    baseline = load_side(args.baseline, args.db)
     current = load_side(args.current, args.db)
     result = compare(
-        load_side(args.baseline, args.db),
+        baseline,
         current,
         load_thresholds(args.thresholds, suite_text=current.suite_text),
         allow_hardware_mismatch=args.allow_hardware_mismatch,
         **({"metrics": args.metric} if args.metric else {}),
     )
     if args.markdown:
-        args.markdown.write_text(markdown(result))
+        write_text(args.markdown, markdown(result), "Markdown summary")
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

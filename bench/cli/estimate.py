@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from carbonbench.carbon import resolve
-from carbonbench.cli.common import add_carbon_arguments, add_db_argument
+from carbonbench.cli.common import add_carbon_arguments, add_db_argument, number
 from carbonbench.errors import InputError
 
 NAME = "estimate"
@@ -21,14 +21,16 @@ HELP = "project energy and CO2e from hardware and time, compute, or a run"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=1, help="devices (default 1)")
     power = parser.add_mutually_exclusive_group()
-    power.add_argument("--power", type=float, metavar="W", help="average watts per device")
+    power.add_argument("--power", type=number, metavar="W", help="average watts per device")
     power.add_argument("--gpu", metavar="MODEL", help="take the power from this GPU's TDP")
-    parser.add_argument("--hours", type=float, help="how long the job holds the devices")
-    parser.add_argument("--flops", type=float, help="FLOPs of the job")
-    parser.add_argument("--params", type=float, metavar="N", help="parameters (with --tokens)")
-    parser.add_argument("--tokens", type=float, metavar="D", help="tokens (with --params)")
+    parser.add_argument("--hours", type=number, help="how long the job holds the devices")
+    parser.add_argument("--flops", type=number, help="FLOPs of the job")
+    parser.add_argument("--params", type=number, metavar="N", help="parameters (with --tokens)")
+    parser.add_argument("--tokens", type=number, metavar="D", help="tokens (with --params)")
     parser.add_argument("--inference", action="store_true", help="2N per token instead of 6ND")
-    parser.add_argument("--achieved-tflops", type=float, metavar="R", help="per device, with FLOPs")
+    parser.add_argument(
+        "--achieved-tflops", type=number, metavar="R", help="per device, with FLOPs"
+    )
     parser.add_argument("--from-run", metavar="REF", help="project from joules/FLOP of this run")
     parser.add_argument("--arch", help="architecture of --from-run whose joules/FLOP to use")
     add_db_argument(parser)

@@ -24,7 +24,7 @@ def handle(args: argparse.Namespace) -> int:
     from carbonbench.export import write_rows
     from carbonbench.store import Store
 
-    with Store(args.db, create=False) as store:
+    with Store(args.db, create=False, readonly=True) as store:
         run_id = store.resolve(args.run) if args.run else None
         rows = store.rows(run_id)
     write_rows(rows, args.format, args.output)

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from carbonbench.cli.common import add_carbon_arguments, add_db_argument, carbon_given
+from carbonbench.cli.common import add_carbon_arguments, add_db_argument, carbon_given, number
 from carbonbench.errors import InputError
 
 NAME = "run"
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", help="free text stored with the run (e.g. a PR number)")
     add_db_argument(parser)
     parser.add_argument("--corpus", help="train on this text file (byte-level tokens, vocab 256)")
-    parser.add_argument("--cpu-tdp", type=float, metavar="W", help="CPU TDP for the CPU model")
+    parser.add_argument("--cpu-tdp", type=number, metavar="W", help="CPU TDP for the CPU model")
     add_carbon_arguments(parser)
     parser.add_argument(
         "--nproc",
@@ -95,8 +95,16 @@ def _plan(args: argparse.Namespace):
         return plan.suite, plan.carbon, options, plan.rounds
     filters = {name: getattr(args, name) for name in FILTERS if getattr(args, name)}
     suite = narrow(load(args.suite or "smoke"), **filters)
-    if not suite.cases:
+    if not suite.cases and filters:
         raise InputError(f"no case of suite {suite.name!r} matches the filters given")
+    if not suite.cases:
+        reasons = "; ".join(suite.skipped[:2]) + ("; ..." if len(suite.skipped) > 2 else "")
+        raise InputError(
+            f"suite {suite.name!r} has no case that can run: every combination of its matrix "
+            f"is skipped ({reasons})"
+        )
+    if args.corpus is not None:
+        _check_corpus(args.corpus, suite)
     c = suite.carbon
     given = args.carbon_intensity is not None or args.country or args.cloud
     carbon = resolve(
@@ -115,6 +123,20 @@ def _plan(args: argparse.Namespace):
         rounds=args.rounds,
     )
     return suite, carbon, options, None
+
+
+def _check_corpus(path: str, suite) -> None:
+    """Refused before the run, not as a run of failed cases: a corpus that cannot be read or
+    is shorter than the longest sequence a case needs."""
+    from carbonbench.data import CorpusSource
+
+    corpus = CorpusSource(path)  # reads it; unreadable or too short: one line
+    longest = max(c.seq_len for c in suite.cases) + 1
+    if len(corpus.data) < longest:
+        raise InputError(
+            f"corpus {path} has {len(corpus.data)} bytes, fewer than one sequence of {longest}: "
+            "use a longer file or a shorter seq_len"
+        )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -224,7 +246,7 @@ def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbo
     from carbonbench.store import Store
     from carbonbench.suite import case_order
 
-    with Store(args.db, create=False) as store:
+    with Store(args.db, create=False, readonly=True) as store:
         rows = store.rows(run_id)
         run = store.run(run_id)
     order = case_order(run.suite_text, run.suite_source)

@@ -23,7 +23,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from carbonbench.store import Store
 
-    with Store(args.db, create=False) as store:
+    with Store(args.db, create=False, readonly=True) as store:
         runs = store.runs()
         counts = store.row_counts()
     rows = [
@@ -41,9 +41,15 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    if not rows:
+        print(f"{args.db} holds no runs yet")
+        return 0
     table = Table(title=str(args.db))
     for column in ("ref", "run id", "suite", "label", "status", "started", "rows"):
-        table.add_column(column)
+        if column == "run id":  # whole: runs started in the same minute differ at the end
+            table.add_column(column, no_wrap=True, min_width=max(len(r["run_id"]) for r in rows))
+        else:
+            table.add_column(column)
     for back, row in enumerate(reversed(rows)):
         ref = "latest" if back == 0 else f"latest~{back}"
         table.add_row(

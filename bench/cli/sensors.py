@@ -8,6 +8,7 @@ import json
 import time
 from dataclasses import asdict
 
+from carbonbench.cli.common import number
 from carbonbench.errors import InputError
 
 NAME = "sensors"
@@ -17,11 +18,11 @@ HELP = "show how each energy domain of this machine is measured, and why"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
-        "--seconds", type=float, default=1.0, help="how long to average power (default 1 s)"
+        "--seconds", type=number, default=1.0, help="how long to average power (default 1 s)"
     )
-    parser.add_argument("--cpu-tdp", type=float, metavar="W", help="CPU TDP for the CPU model")
+    parser.add_argument("--cpu-tdp", type=number, metavar="W", help="CPU TDP for the CPU model")
     parser.add_argument(
-        "--ram-w-per-gb", type=float, metavar="W", help="watts per GB for the RAM model"
+        "--ram-w-per-gb", type=number, metavar="W", help="watts per GB for the RAM model"
     )
 
 
