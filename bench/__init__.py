@@ -39,6 +39,8 @@ _API = {
     "resolve_carbon": "carbonbench.carbon",
     "estimate": "carbonbench.estimate",
     "summarise": "carbonbench.summary",
+    "track": "carbonbench.tracking",
+    "Tracker": "carbonbench.tracking",
     "CarbonbenchError": "carbonbench.errors",
     "InputError": "carbonbench.errors",
 }
@@ -58,6 +60,7 @@ __all__ = [
     "SensorOptions",
     "Store",
     "Suite",
+    "Tracker",
     "__version__",
     "detect_sensors",
     "estimate",
@@ -65,6 +68,7 @@ __all__ = [
     "parse_suite",
     "resolve_carbon",
     "summarise",
+    "track",
 ]
 assert set(__all__) == {"__version__", *_API}
 
@@ -98,3 +102,4 @@ if TYPE_CHECKING:
     from carbonbench.suite import load as load_suite
     from carbonbench.suite import parse as parse_suite
     from carbonbench.summary import summarise
+    from carbonbench.tracking import Tracker, track

@@ -371,8 +371,9 @@ def compare(
     if baseline.name == current.name:
         notes.append(f"baseline and current are the same run ({current.name}): nothing can differ")
     common = [c for c in current.samples if c in baseline.samples]
-    failing = [c for c in current.failed if c in baseline.samples]
-    if not common and not failing:
+    if not (set(baseline.samples) | set(baseline.failed)) & (
+        set(current.samples) | set(current.failed)
+    ):
         raise CompareError(
             f"nothing to compare: no case is in both {baseline.name} "
             f"({len(baseline.samples)} cases) and {current.name} ({len(current.samples)} cases)"

@@ -104,7 +104,7 @@ class DdpCoordinator(Solo):
             samples=work.samples * w,
             tokens=work.tokens * w,
             src_tokens=work.src_tokens * w,
-            flops=work.flops * w,
+            flops=work.flops * w if work.flops else work.flops,
         )
 
     def agree(self, steps: int) -> int:

@@ -249,7 +249,7 @@ def from_run(
         rows = [
             r
             for r in store.rows(run_id)
-            if r.arch == arch and r.phase == phase and r.ok and r.flops > 0
+            if r.arch == arch and r.phase == phase and r.ok and r.flops
         ]
     if not rows:
         raise InputError(f"run {run_id} has no measured {arch} {phase} windows")

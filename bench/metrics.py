@@ -31,11 +31,11 @@ def row_metrics(row: ResultRow) -> dict[str, float]:
         out["co2e_per_1k_tokens"] = 1000 * row.co2e_g / row.tokens
         if row.duration_s > 0:
             out["tokens_per_s"] = row.tokens / row.duration_s
-    if row.flops > 0:
+    if row.flops:  # None (unknown) or 0: no figure rather than a wrong one
         out["j_per_tflop"] = row.energy_j / row.flops * 1e12
     if row.peak_memory_bytes is not None:
         out["peak_memory"] = float(row.peak_memory_bytes)
-    if row.steps:
+    if row.steps and row.flops is not None:
         out["flops_per_step"] = row.flops / row.steps
     if row.params is not None:
         out["params"] = float(row.params)

@@ -217,7 +217,7 @@ class CaseRunner:
             samples=steps * work.samples,
             tokens=steps * work.tokens,
             src_tokens=steps * work.src_tokens,
-            flops=steps * work.flops,
+            flops=steps * work.flops if work.flops else None,  # unknown, never 0
             flops_method=work.flops_method,
             duration_s=m.duration_s,
             energy_j=m.total_energy_j,

@@ -59,7 +59,7 @@ class ResultRow:
     samples: int = 0
     tokens: int = 0
     src_tokens: int = 0
-    flops: int = 0
+    flops: int | None = 0  # None: unknown (the counter could not see the arithmetic), never 0
     flops_method: str | None = None
     duration_s: float = 0.0
     energy_j: float = 0.0  # sum over the domains that add up
@@ -90,8 +90,8 @@ class ResultRow:
 
     @property
     def ok(self) -> bool:
-        """A window that measured work (a failed case's row measured none)."""
-        return self.status == "ok" and self.tokens > 0
+        """A window that measured something (a failed case's row measured nothing)."""
+        return self.status == "ok" and self.duration_s > 0
 
     def to_dict(self, *, json_text: bool = False) -> dict[str, Any]:
         """The row as plain data; ``json_text``: the nested columns as JSON text, as in CSV."""

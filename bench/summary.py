@@ -65,20 +65,21 @@ def summarise_case(rows: list[ResultRow]) -> CaseSummary:
     if not ok:
         return summary
     values = round_metrics(ok)[first.case_id]
-    per_token = values["energy_per_token"]
+    per_token = values.get("energy_per_token", [])  # none where no work was counted
     domains: dict[str, dict[int, list[float]]] = {}
     for r in ok:
         for domain, value in energy_per_token_by_domain(r).items():
             domains.setdefault(domain, {}).setdefault(r.round, []).append(value)
     losses = [r.loss for r in ok if r.loss is not None]
-    summary.j_per_token = median(per_token)
+    summary.j_per_token = median(per_token) if per_token else None
     summary.j_per_token_ci = bootstrap_ci(per_token) if len(per_token) > 1 else None
     summary.j_per_token_by_domain = {
         d: median([median(v) for v in by_round.values()]) for d, by_round in domains.items()
     }
-    summary.g_co2e_per_1k_tokens = median(values["co2e_per_1k_tokens"])
+    co2e = values.get("co2e_per_1k_tokens")
+    summary.g_co2e_per_1k_tokens = median(co2e) if co2e else None
     summary.tokens_per_s = median(values["tokens_per_s"]) if "tokens_per_s" in values else None
-    flops_known = all(r.flops > 0 for r in ok)
+    flops_known = all(r.flops for r in ok) and "j_per_tflop" in values
     summary.j_per_tflop = median(values["j_per_tflop"]) if flops_known else None
     summary.energy_j = sum(r.energy_j for r in ok)
     summary.duration_s = sum(r.duration_s for r in ok)

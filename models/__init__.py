@@ -11,6 +11,7 @@ from carbonbench.models.registry import (
     count_parameters,
     example_batch,
     generating,
+    load_plugins,
     make_config,
     register,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "count_parameters",
     "example_batch",
     "generating",
+    "load_plugins",
     "make_config",
     "register",
 ]

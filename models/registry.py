@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import os
 import sys
 
@@ -41,9 +42,39 @@ def register(record: Architecture) -> Architecture:
     return record
 
 
+ENTRY_POINTS = "carbonbench.architectures"  # installed packages register records here
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Register the records that installed packages offer under the entry-point group
+    ``carbonbench.architectures`` (name = package.module:RECORD), once per process."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        where = f"entry point {entry.name} = {entry.value} ({ENTRY_POINTS})"
+        try:
+            record = entry.load()
+        except Exception as error:
+            raise ArchitectureError(
+                f"{where} cannot be loaded: {type(error).__name__}: {error}"
+            ) from None
+        if not isinstance(record, Architecture):
+            raise ArchitectureError(f"{where} is {type(record).__name__}, not an Architecture")
+        package = entry.dist.name if entry.dist is not None else "an installed package"
+        source = f"{package} (entry point {entry.value})"
+        ARCHITECTURES.setdefault(entry.name, dataclasses.replace(record, source=source))
+
+
 def architecture(name: str) -> Architecture:
-    """The record of a registered architecture, or of ``package.module:attribute`` (imported
-    as from the working directory, and registered under that name)."""
+    """The record of a registered architecture (built in, registered, or offered by an
+    installed package's entry point), or of ``package.module:attribute`` (imported as from
+    the working directory, and registered under that name)."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    load_plugins()
     if name in ARCHITECTURES:
         return ARCHITECTURES[name]
     if ":" in name:
@@ -69,6 +100,8 @@ def _imported(spec: str) -> Architecture:
             f"{'missing' if record is None else type(record).__name__}, not an Architecture "
             "record (carbonbench.models.Architecture)"
         )
+    if record.source == "built-in":
+        record = dataclasses.replace(record, source=spec)
     ARCHITECTURES[spec] = record
     return record
 

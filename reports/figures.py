@@ -53,7 +53,7 @@ def energy_per_token_stacked(cases: pd.DataFrame, modelled: set[str]) -> go.Figu
     """Energy per 1,000 tokens by architecture x phase, stacked by domain; ``modelled``
     domains (by their stored method) hatched; the median total with its 95% interval as
     error bars."""
-    ok = cases[cases["status"] == "ok"].copy()
+    ok = cases[(cases["status"] == "ok") & cases["j_per_token"].notna()].copy()
     ok["label"] = ok.apply(case_label, axis=1)
     domains = sorted({d for e in ok["j_per_token_by_domain"] for d in e})
     fig = go.Figure()
@@ -110,7 +110,7 @@ def bar_by_case(cases: pd.DataFrame, column: str, title: str, axis: str, scale: 
 
 
 def energy_vs_parameters(cases: pd.DataFrame) -> go.Figure:
-    ok = cases[(cases["status"] == "ok") & cases["params"].notna()]
+    ok = cases[(cases["status"] == "ok") & cases["params"].notna() & cases["j_per_token"].notna()]
     fig = go.Figure()
     for phase in [p for p in PHASE_ORDER if p in set(ok["phase"])]:
         part = ok[ok["phase"] == phase]
@@ -132,7 +132,7 @@ def energy_vs_parameters(cases: pd.DataFrame) -> go.Figure:
 
 
 def reference_vs_fused(cases: pd.DataFrame) -> go.Figure | None:
-    ok = cases[cases["status"] == "ok"]
+    ok = cases[(cases["status"] == "ok") & cases["j_per_token"].notna()]
     if set(ok["impl"]) < {"reference", "fused"}:
         return None
     fig = go.Figure()
@@ -229,7 +229,7 @@ def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
     are marked (red up, green down)."""
     order = {r.run_id: i for i, r in enumerate(runs)}
     meta = {r.run_id: r for r in runs}
-    ok = cases[cases["status"] == "ok"].copy()
+    ok = cases[(cases["status"] == "ok") & cases["j_per_token"].notna()].copy()
     ok["order"] = ok["run_id"].map(order)
     fig = go.Figure()
     for case_id, part in ok.sort_values("order").groupby("case_id", sort=True):

@@ -88,6 +88,15 @@ def _summary(data: ReportData) -> dict[str, Any]:
     }
 
 
+def _milli(value: float | None) -> float | None:
+    """x 1000, or None for a figure with no work to divide by (a tracked block, say)."""
+    return None if value is None or value != value else 1e3 * value
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:,.0f}"
+
+
 def _interval(c) -> str:
     low, high = c["j_per_token_low"], c["j_per_token_high"]
     if low is None or low != low:  # None or NaN: a single round has no interval
@@ -103,10 +112,10 @@ def _case_table(cases) -> list[dict[str, str]]:
             {
                 "case": f"{c['arch']} · {c['phase']}",
                 "detail": f"{c['size']} · {c['impl']} · {c['device']} · {c['dtype']}",
-                "mj_per_token": _fmt(1e3 * c["j_per_token"]) if ok else "",
+                "mj_per_token": _fmt(_milli(c["j_per_token"])) if ok else "",
                 "ci": _interval(c) if ok else "",
-                "mg_per_1k": _fmt(1e3 * c["g_per_1k_tokens"]) if ok else "",
-                "tokens_per_s": f"{c['tokens_per_s']:,.0f}" if ok else "",
+                "mg_per_1k": _fmt(_milli(c["g_per_1k_tokens"])) if ok else "",
+                "tokens_per_s": _fmt_rate(c["tokens_per_s"]) if ok else "",
                 "j_per_tflop": _fmt(c.get("j_per_tflop")) if ok else "",
                 "method": c["methods"] if ok else "",
                 "rounds": f"{c['rounds']} ({c['windows']})",

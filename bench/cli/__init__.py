@@ -16,10 +16,20 @@ import traceback
 from collections.abc import Sequence
 
 from carbonbench import __version__
-from carbonbench.cli import compare, estimate, export, models, report, run, runs, sensors
+from carbonbench.cli import (
+    compare,
+    estimate,
+    export,
+    measure,
+    models,
+    report,
+    run,
+    runs,
+    sensors,
+)
 from carbonbench.errors import CarbonbenchError
 
-COMMANDS = (models, sensors, run, runs, report, export, compare, estimate)
+COMMANDS = (models, sensors, run, measure, runs, report, export, compare, estimate)
 
 
 def build_parser() -> argparse.ArgumentParser:

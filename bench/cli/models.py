@@ -21,6 +21,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from carbonbench import models
 
+    models.load_plugins()
     rows = []
     for name, arch in models.ARCHITECTURES.items():
         counts = {}
@@ -47,10 +48,11 @@ def handle(args: argparse.Namespace) -> int:
     for size in sizes:
         table.add_column(size, justify="right")
     table.add_column("description")
+    table.add_column("source")
     for row in rows:
         counts = [
             f"{row['parameters'][s] / 1e6:.2f} M" if s in row["parameters"] else "-" for s in sizes
         ]
-        table.add_row(row["arch"], *counts, row["description"])
+        table.add_row(row["arch"], *counts, row["description"], row["source"])
     Console().print(table)
     return 0

@@ -294,10 +294,10 @@ def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
             case["arch"],
             case["phase"],
             str(case["rounds"]),
-            f"{1e3 * case['j_per_token']:.3g}",
+            f"{1e3 * case['j_per_token']:.3g}" if case["j_per_token"] is not None else "-",
             f"{1e3 * ci[0]:.3g} to {1e3 * ci[1]:.3g}" if ci else "-",
-            f"{1e3 * case['g_co2e_per_1k_tokens']:.3g}",
-            f"{case['tokens_per_s']:,.0f}",
+            f"{1e3 * case['g_co2e_per_1k_tokens']:.3g}" if case["g_co2e_per_1k_tokens"] else "-",
+            f"{case['tokens_per_s']:,.0f}" if case["tokens_per_s"] is not None else "-",
             ", ".join(case["methods"]),
         )
     console.print(table)
