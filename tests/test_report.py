@@ -134,6 +134,7 @@ def test_report_renders_in_headless_chromium(store_path, tmp_path) -> None:
             f"--user-data-dir={tmp_path / 'p1'}",
             "--enable-logging=stderr",
             "--v=0",
+            "--window-size=1400,2400",
             "--dump-dom",
             url,
         ],
@@ -147,6 +148,15 @@ def test_report_renders_in_headless_chromium(store_path, tmp_path) -> None:
     assert len(plots) == report.figures
     for plot in plots:  # every figure was drawn: plotly put its SVG in the div
         assert re.search(r'class="main-svg"', plot.split('class="plotly-graph-div')[0])
+    # the charts side by side take their column's width, all alike (one sized before the grid
+    # settled used to overflow and hide half its bars)
+    charts = dump.stdout.split('class="grid2"')[1].split('class="plotly-graph-div')[1:5]
+    widths = {int(w) for c in charts for w in re.findall(r'class="main-svg"[^>]*width="(\d+)"', c)}
+    assert len(widths) == 1 and widths.pop() < 700, widths
+    # the log axis of parameters is labelled within a decade too
+    scatter = charts[3]
+    assert "Energy against parameter count" in scatter
+    assert len(re.findall(r'class="xtick"', scatter)) >= 2
     shot = tmp_path / "report.png"
     subprocess.run(
         [
