@@ -138,6 +138,7 @@ class ModelledCpuSensor(Sensor):
             self._stat = None
         self._last_busy, self._last_total = self._cpu_times()
         self._last_now: float | None = None
+        self._power = self.p_idle  # until the counters first move
         self._energy = 0.0
 
     def _cpu_times(self) -> tuple[float, float]:
@@ -153,17 +154,20 @@ class ModelledCpuSensor(Sensor):
         return total - t.idle - getattr(t, "iowait", 0.0), total
 
     def read(self, now: float) -> tuple[list[float], list[float]]:
+        """Each wall-clock interval is integrated once, at the power of the utilisation the
+        kernel's counters last showed: reads closer together than its 10 ms ticks (a window's
+        edge just after a sample) hold the last power, so no interval is counted twice and the
+        energy stays within P_idle and P_max times the time."""
         busy, total = self._cpu_times()
         elapsed = total - self._last_total
-        utilisation = (busy - self._last_busy) / elapsed if elapsed > 0 else 0.0
-        utilisation = min(max(utilisation, 0.0), 1.0)
-        power = self.p_idle + (self.p_max - self.p_idle) * utilisation
-        if self._last_now is not None and elapsed > 0:
-            self._energy += power * (now - self._last_now)
+        if elapsed > 0:
+            utilisation = min(max((busy - self._last_busy) / elapsed, 0.0), 1.0)
+            self._power = self.p_idle + (self.p_max - self.p_idle) * utilisation
             self._last_busy, self._last_total = busy, total
-        if self._last_now is None or elapsed > 0:
-            self._last_now = now  # else wait for the kernel's counters to move (10 ms ticks)
-        return [self._energy], [power]
+        if self._last_now is not None and now > self._last_now:
+            self._energy += self._power * (now - self._last_now)
+        self._last_now = now if self._last_now is None else max(now, self._last_now)
+        return [self._energy], [self._power]
 
     def constants(self) -> dict[str, object]:
         return {
