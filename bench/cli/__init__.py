@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from carbonbench import __version__
 from carbonbench.cli import (
+    changes,
     compare,
     estimate,
     export,
@@ -29,7 +30,7 @@ from carbonbench.cli import (
 )
 from carbonbench.errors import CarbonbenchError
 
-COMMANDS = (models, sensors, run, measure, runs, report, export, compare, estimate)
+COMMANDS = (models, sensors, run, measure, runs, report, export, compare, changes, estimate)
 
 
 def build_parser() -> argparse.ArgumentParser:
