@@ -225,8 +225,11 @@ def power_timeline(case_rows: pd.DataFrame) -> go.Figure:
 
 
 def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
-    """Energy per token per case across runs; moves beyond ``change`` from the previous run
-    are marked (red up, green down)."""
+    """Energy per token per case across runs. A case with enough history has its change
+    points marked (``carbonbench.changes``: where it moved to a new level and stayed, red up,
+    green down); a shorter one, its moves beyond ``change`` from the previous run (triangles)."""
+    from carbonbench.changes import MIN_HISTORY, change_points
+
     order = {r.run_id: i for i, r in enumerate(runs)}
     meta = {r.run_id: r for r in runs}
     ok = cases[(cases["status"] == "ok") & cases["j_per_token"].notna()].copy()
@@ -246,6 +249,24 @@ def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
             hovertemplate="%{x}<br>commit %{customdata}<br>%{y:.4g} J per 1k tokens"
             + f"<extra>{case_id}</extra>",
         )
+        if len(y) >= MIN_HISTORY:
+            for c in change_points(y):
+                fig.add_scatter(
+                    x=[x[c.index]],
+                    y=[y[c.index]],
+                    mode="markers",
+                    marker={
+                        "size": 16,
+                        "color": "rgba(0,0,0,0)",
+                        "line": {"width": 2.5, "color": "#c0504d" if c.ratio > 1 else "#3b8c6e"},
+                        "symbol": "diamond",
+                    },
+                    name="change point",
+                    showlegend=False,
+                    hovertemplate=f"change point {case_id}: {100 * (c.ratio - 1):+.1f}% "
+                    f"(p = {c.p_value:.3g})<extra></extra>",
+                )
+            continue
         ratio = y[1:] / y[:-1] if len(y) > 1 else np.array([])
         for direction, colour, symbol in (
             (1, "#c0504d", "triangle-up"),
@@ -261,7 +282,7 @@ def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
                     showlegend=False,
                     hoverinfo="skip",
                 )
-    fig.update_yaxes(title_text="joules per 1,000 tokens", type="log", dtick=1)
+    fig.update_yaxes(title_text="joules per 1,000 tokens", type="log", dtick="D2", tickformat="~g")
     fig.update_xaxes(title_text="run start")
     return _layout(
         fig,

@@ -4,6 +4,7 @@ over a store of synthetic nights."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -88,3 +89,19 @@ def test_short_history_is_not_searched(tmp_path, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out == {"changes": [], "short": ["gpt/tiny"]}
     assert main(["changes", "--db", str(tmp_path / "s.sqlite"), "--metric", "joules"]) == 2
+
+
+def test_the_report_trend_marks_change_points(tmp_path) -> None:
+    from carbonbench.reports.data import load
+    from carbonbench.reports.figures import trends
+
+    rng = np.random.default_rng(5)
+    energies = list(np.concatenate([rng.normal(10, 0.1, 12), rng.normal(13, 0.1, 8)]))
+    ids = _nights(tmp_path / "t.sqlite", energies)
+    data = load(tmp_path / "t.sqlite", last=20)
+    fig = trends(data.cases, data.runs)
+    marks = [trace for trace in fig.data if trace.name == "change point"]
+    assert len(marks) == 1
+    assert list(marks[0].x) == [data.runs[ids.index(ids[12])].started_at]
+    moved = float(re.search(r"([+-][\d.]+)%", marks[0].hovertemplate)[1])
+    assert 25 < moved < 35  # 10 -> 13 J
