@@ -4,17 +4,59 @@ run's carbon settings, written to the store as soon as it exists (one transactio
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from carbonbench.carbon import CarbonSettings
 from carbonbench.case import Case
+from carbonbench.meter import Measurement
 from carbonbench.store import ResultRow, Store
+
+TIMELINE_POINTS = 200
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def downsample(m: Measurement) -> dict[str, Any]:
+    """A measurement's power timeline, at most TIMELINE_POINTS samples, as rows store it."""
+    stride = max(1, math.ceil(len(m.timeline.t) / TIMELINE_POINTS))
+    return {
+        "t": m.timeline.t[::stride],
+        "watts": {d: w[::stride] for d, w in m.timeline.watts.items()},
+    }
+
+
+def begin(
+    store: Store,
+    run_id: str,
+    *,
+    label: str | None,
+    suite: Any,  # carbonbench.suite.Suite
+    metadata: dict[str, Any],
+    reopen: bool,
+) -> None:
+    """Start the run's record, or (``reopen``: a resume, a later round) mark it running again;
+    either way with this process, so a run left marked running can be told from a live one."""
+    process = {"pid": os.getpid(), "started": time.time()}
+    if reopen:
+        before = store.run(run_id)
+        store.reopen_run(run_id, before.metadata | {"process": process})
+        return
+    store.begin_run(
+        run_id,
+        label=label,
+        suite_name=suite.name,
+        suite_source=suite.source,
+        suite_text=suite.text,
+        started_at=now(),
+        metadata=metadata | {"process": process},
+    )
 
 
 class Recorder:
@@ -53,6 +95,26 @@ class Recorder:
             intensity_region=carbon.intensity.region,
             created_at=now(),
             world_size=self.world_size,
+            **values,
+        )
+
+    def measured(
+        self, case: Case, round: int, repeat: int, m: Measurement, **values: Any
+    ) -> ResultRow:
+        """A row of what window ``m`` measured: time, energy per domain with its method, idle
+        power, dynamic energy and the timeline; ``values`` add the work and the rest."""
+        return self.row(
+            case,
+            round,
+            repeat,
+            duration_s=m.duration_s,
+            energy_j=m.total_energy_j,
+            energy_by_domain=m.energy_j,
+            method_by_domain=m.method,
+            additive_by_domain=m.additive,
+            idle_w=m.idle_w,
+            dynamic_energy_j=m.total_dynamic_energy_j,
+            timeline=downsample(m),
             **values,
         )
 

@@ -11,7 +11,6 @@ window; every finished row is kept.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 import uuid
@@ -31,12 +30,10 @@ from carbonbench.errors import CarbonbenchError
 from carbonbench.meter import EnergyMeter, Measurement
 from carbonbench.models import build, count_parameters
 from carbonbench.provenance import host, measured_by
-from carbonbench.recorder import Recorder, now
+from carbonbench.recorder import Recorder, begin, downsample, now
 from carbonbench.store import ResultRow, Store
 from carbonbench.suite import Suite
 from carbonbench.workloads import Work, Workload, make_workload
-
-TIMELINE_POINTS = 200
 
 __all__ = ["CaseFailed", "CaseRunner", "JobFailed", "RunOptions", "Runner", "new_run_id"]
 
@@ -86,14 +83,6 @@ class Interrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-
-
-def _downsample(m: Measurement) -> dict[str, Any]:
-    stride = max(1, math.ceil(len(m.timeline.t) / TIMELINE_POINTS))
-    return {
-        "t": m.timeline.t[::stride],
-        "watts": {d: w[::stride] for d, w in m.timeline.watts.items()},
-    }
 
 
 def _sync(device: torch.device) -> None:
@@ -208,10 +197,11 @@ class CaseRunner:
         **extra_values: Any,
     ) -> ResultRow:
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        row = self.recorder.row(
+        row = self.recorder.measured(
             case,
             round,
             repeat,
+            m,
             params=params,
             steps=steps,
             samples=steps * work.samples,
@@ -219,16 +209,8 @@ class CaseRunner:
             src_tokens=steps * work.src_tokens,
             flops=steps * work.flops if work.flops else None,  # unknown, never 0
             flops_method=work.flops_method,
-            duration_s=m.duration_s,
-            energy_j=m.total_energy_j,
-            energy_by_domain=m.energy_j,
-            method_by_domain=m.method,
-            additive_by_domain=m.additive,
-            idle_w=m.idle_w,
-            dynamic_energy_j=m.total_dynamic_energy_j,
             loss=loss,
             peak_memory_bytes=peak,
-            timeline=_downsample(m),
             **extra_values,
         )
         row.extra.update(self.coordinator.row_extra())
@@ -246,7 +228,7 @@ class CaseRunner:
             "steps": warm_steps,
             "duration_s": warm.duration_s,
             "energy_j": warm.total_energy_j,
-            "timeline": _downsample(warm),
+            "timeline": downsample(warm),
         }
         for repeat in range(measure.repeats):
             self._check_time(started, between_windows=True)
@@ -383,19 +365,13 @@ class Runner:
 
     def _begin(self) -> None:
         assert self.store is not None
-        process = {"pid": os.getpid(), "started": time.time()}
-        if self.options.resume is not None or self.round > 0:
-            before = self.store.run(self.run_id)
-            self.store.reopen_run(self.run_id, before.metadata | {"process": process})
-            return
-        self.store.begin_run(
+        begin(
+            self.store,
             self.run_id,
             label=self.options.label,
-            suite_name=self.suite.name,
-            suite_source=self.suite.source,
-            suite_text=self.suite.text,
-            started_at=now(),
-            metadata=self._metadata() | {"process": process},
+            suite=self.suite,
+            metadata=self._metadata(),
+            reopen=self.options.resume is not None or self.round > 0,
         )
 
     def _end(self, status: str) -> None:

@@ -38,7 +38,7 @@ from carbonbench.case import Case
 from carbonbench.errors import CarbonbenchError
 from carbonbench.metrics import round_values
 from carbonbench.provenance import host
-from carbonbench.recorder import Recorder, now
+from carbonbench.recorder import Recorder, begin, now
 from carbonbench.stats import relative_half_width
 from carbonbench.store import Store
 from carbonbench.suite import Suite
@@ -375,19 +375,13 @@ class Supervisor:
         }
 
     def _begin(self) -> None:
-        process = {"pid": os.getpid(), "started": time.time()}
-        if self.options.resume is not None:
-            before = self.store.run(self.run_id)
-            self.store.reopen_run(self.run_id, before.metadata | {"process": process})
-            return
-        self.store.begin_run(
+        begin(
+            self.store,
             self.run_id,
             label=self.options.label,
-            suite_name=self.suite.name,
-            suite_source=self.suite.source,
-            suite_text=self.suite.text,
-            started_at=now(),
-            metadata=self._metadata() | {"process": process},
+            suite=self.suite,
+            metadata=self._metadata(),
+            reopen=self.options.resume is not None,
         )
 
     def _end(self, status: str) -> None:

@@ -77,7 +77,6 @@ class Tracker(ContextDecorator):
 
     def _store(self, error: str | None) -> None:
         from carbonbench.provenance import measured_by
-        from carbonbench.runner import _downsample as downsample
         from carbonbench.runner import new_run_id
 
         assert self.measurement is not None and self.carbon is not None and self._meter
@@ -108,21 +107,14 @@ class Tracker(ContextDecorator):
                 metadata=metadata,
             )
             recorder = Recorder(store, self.run_id, self.carbon)
-            row = recorder.row(
+            row = recorder.measured(
                 case,
                 0,
                 0,
+                m,
                 steps=1,
                 samples=0,
                 tokens=int(self.work) if self.work else 0,
-                duration_s=m.duration_s,
-                energy_j=m.total_energy_j,
-                energy_by_domain=m.energy_j,
-                method_by_domain=m.method,
-                additive_by_domain=m.additive,
-                idle_w=m.idle_w,
-                dynamic_energy_j=m.total_dynamic_energy_j,
-                timeline=downsample(m),
                 extra={
                     "unit": self.unit,
                     "work": self.work,

@@ -42,7 +42,6 @@ class Job:
     idle_w: dict[str, float] | None = None  # measured by an earlier round; else measure it
     flops: dict[str, list[int]] = field(default_factory=dict)  # counted by earlier rounds
     supervisor_pid: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__))
