@@ -125,3 +125,19 @@ CASE = {
 def row(run_id: str, repeat: int = 0, **values: Any) -> ResultRow:
     """A row of a tiny gpt training case; ``values`` override any field."""
     return ResultRow(**({"run_id": run_id, "repeat": repeat} | CASE | values))
+
+
+def begin_run(store: Store, run_id: str, **fields: Any) -> None:
+    """A run's record for stored rows made by hand; ``fields`` override any of begin_run's."""
+    store.begin_run(
+        run_id,
+        **{
+            "label": None,
+            "suite_name": "s",
+            "suite_source": "s",
+            "suite_text": "",
+            "started_at": "2026-01-01T00:00:00+00:00",
+            "metadata": {"cpu": "CPU", "gpus": []},
+        }
+        | fields,
+    )

@@ -12,7 +12,7 @@ import pytest
 from carbonbench.changes import change_points
 from carbonbench.cli import main
 from carbonbench.store import Store
-from tests.helpers import row
+from tests.helpers import begin_run, row
 
 
 def test_a_step_is_found_where_it_is() -> None:
@@ -52,12 +52,11 @@ def _nights(db, energies: list[float]) -> list[str]:
         for night, energy in enumerate(energies):
             run_id = f"night-{night:02d}"
             ids.append(run_id)
-            store.begin_run(
+            begin_run(
+                store,
                 run_id,
-                label=None,
                 suite_name="nightly",
                 suite_source="builtin:nightly",
-                suite_text="",
                 started_at=f"2026-10-{night + 1:02d}T02:00:00+00:00",
                 metadata={"cpu": "CPU", "gpus": ["H100"]},
             )

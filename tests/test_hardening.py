@@ -17,7 +17,7 @@ from carbonbench.cli import main
 from carbonbench.compare import CompareError, compare, side_from_benchmark_json
 from carbonbench.store import Store, StoreError
 from carbonbench.suite import SuiteError, load, narrow, parse
-from tests.helpers import fast_suite, row
+from tests.helpers import begin_run, fast_suite, row
 
 
 def _one_line_error(capsys, status: int, expected: int = 2) -> str:
@@ -32,15 +32,7 @@ def _store(tmp_path, runs=("a", "b"), **values) -> str:
     db = tmp_path / "h.sqlite"
     with Store(db) as store:
         for run_id in runs:
-            store.begin_run(
-                run_id,
-                label=None,
-                suite_name="s",
-                suite_source="s",
-                suite_text="",
-                started_at="2026-01-01T00:00:00+00:00",
-                metadata={"cpu": "CPU", "gpus": []},
-            )
+            begin_run(store, run_id)
             for r in range(3):
                 store.add_row(
                     row(
@@ -144,15 +136,7 @@ def test_differing_carbon_settings_of_json_files_are_noted_and_co2e_left_out(tmp
 def test_a_comparison_with_nothing_in_common_is_exit_2(tmp_path, capsys) -> None:
     db = _store(tmp_path, runs=("a",))
     with Store(db) as store:
-        store.begin_run(
-            "b",
-            label=None,
-            suite_name="s",
-            suite_source="s",
-            suite_text="",
-            started_at="now",
-            metadata={"cpu": "CPU", "gpus": []},
-        )
+        begin_run(store, "b")
         store.add_row(row("b", 0, case_id="other", tokens=10, steps=1, energy_j=1.0))
     err = _one_line_error(capsys, main(["compare", "a", "b", "--db", db]))
     assert "nothing to compare" in err
@@ -289,15 +273,7 @@ def test_read_only_commands_leave_the_store_as_it_is(tmp_path, capsys) -> None:
 def test_a_damaged_store_is_refused_before_a_run_writes_to_it(tmp_path, capsys) -> None:
     db = tmp_path / "damaged.sqlite"
     with Store(db) as store:
-        store.begin_run(
-            "a",
-            label=None,
-            suite_name="s",
-            suite_source="s",
-            suite_text="x" * 20000,  # spills over several pages
-            started_at="now",
-            metadata={},
-        )
+        begin_run(store, "a", suite_text="x" * 20000)  # spills over several pages
         for r in range(200):
             store.add_row(row("a", r, tokens=10, energy_j=1.0))
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

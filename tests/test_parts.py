@@ -16,7 +16,7 @@ from carbonbench.recorder import Recorder
 from carbonbench.runner import CaseRunner
 from carbonbench.sensors import ModelledCpuSensor
 from carbonbench.store import Store
-from tests.helpers import fast_suite
+from tests.helpers import begin_run, fast_suite
 
 CASE = Case("gpt", "tiny", "fused", "train", 2, 8, "cpu", "float32")
 
@@ -34,15 +34,7 @@ def test_provenance_of_the_host_needs_no_torch() -> None:
 
 def test_recorder_makes_rows_with_the_runs_carbon_and_writes_them(tmp_path) -> None:
     with Store(tmp_path / "r.sqlite") as store:
-        store.begin_run(
-            "run",
-            label=None,
-            suite_name="s",
-            suite_source="s",
-            suite_text="",
-            started_at="now",
-            metadata={},
-        )
+        begin_run(store, "run", metadata={})
         seen = []
         recorder = Recorder(store, "run", resolve(intensity=500.0, pue=1.5), on_row=seen.append)
         row = recorder.row(CASE, 3, 1, energy_j=7.2e6, tokens=10)
@@ -61,15 +53,7 @@ def test_recorder_makes_rows_with_the_runs_carbon_and_writes_them(tmp_path) -> N
 def test_case_runner_measures_one_case_in_a_given_round(tmp_path) -> None:
     suite = fast_suite()
     with Store(tmp_path / "c.sqlite") as store, EnergyMeter([ModelledCpuSensor()], 0.02) as m:
-        store.begin_run(
-            "run",
-            label=None,
-            suite_name="s",
-            suite_source="s",
-            suite_text="",
-            started_at="now",
-            metadata={},
-        )
+        begin_run(store, "run", metadata={})
         recorder = Recorder(store, "run", resolve(intensity=1.0))
         runner = CaseRunner(suite, m, recorder, coordinator=SOLO)
         (case,) = suite.cases
