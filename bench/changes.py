@@ -114,18 +114,18 @@ class Change:
 
 def history(runs: list, rows_of, metric: str) -> dict[str, list[tuple[str, float]]]:
     """Per case, (run id, the run's value: the median over its rounds) in run order, over
-    comparable runs (same suite and hardware as the latest run)."""
+    comparable runs (``compare.comparable``: same suite and hardware as the latest suite run,
+    no ab comparison's runs)."""
+    from carbonbench.compare import comparable
     from carbonbench.metrics import round_metrics
 
-    if not runs:
-        return {}
-    latest = runs[-1]
-    same = [
-        r
-        for r in runs
-        if r.suite_name == latest.suite_name
-        and r.hardware.comparable() == latest.hardware.comparable()
+    suites = [
+        r for r in runs if r.metadata.get("kind", "suite") == "suite" and "ab" not in r.metadata
     ]
+    if not suites:
+        return {}
+    latest = suites[-1]
+    same = [r for r in suites if r is latest or comparable(r, latest)]
     out: dict[str, list[tuple[str, float]]] = {}
     for run in same:
         for case_id, values in round_metrics(rows_of(run.run_id)).items():

@@ -1,20 +1,12 @@
 """The regression gate: compare two runs (or two pytest-benchmark JSON files) case by case.
 
-A metric of a case *regresses* only when both hold:
-  1. effect size: the ratio of medians, current / baseline, is beyond the threshold t (default
-     5%; per metric, per case glob); and
-  2. significance: the rounds show that the change itself exceeds t, not merely that the runs
-     differ: a one-sided Mann-Whitney U test of the current rounds against the baseline's
-     scaled by (1 + t) gives p <= alpha (default 0.05, the smallest p three rounds a side can
-     give). With fewer than 3 rounds on a side the verdict is ``no data``.
-The samples are rounds (one value each: the median of its windows), never windows: the windows
-of one process share its conditions. Improvements mirror this with (1 - t).
-Whole runs on a shared machine differ by more than their rounds suggest (other tenants,
-thermals, clocks), which a test over rounds alone mistakes for change. Two defences: the
-effect-size threshold, and a noise floor learnt from history. When the store holds at least
-three earlier runs of a case, the threshold used is max(threshold, 3 x the coefficient of
-variation of those runs' medians), so a case that wanders by itself needs a larger move to
-be flagged. Exact metrics (FLOPs per step, parameters) change on any difference.
+Each run gives one value per round (the median of that round's windows), never its windows:
+the windows of one process share its conditions. A metric regresses when the change is
+beyond its threshold t (default 5%; per metric, per case glob) with p <= alpha, against the
+noise the store knows of (``carbonbench.gate``): the between-run spread of earlier comparable
+runs, the level of a long history since its last change point (the nightly gate), or, with no
+history, the rounds alone with the threshold raised to the unknown-noise floor. alpha is split
+across the cases compared. Exact metrics (FLOPs per step, parameters) change on any difference.
 """
 
 from __future__ import annotations
@@ -29,19 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 from carbonbench.errors import InputError
+from carbonbench.gate import ALPHA, UNKNOWN_NOISE, Judgement, judge_exact, judge_runs
 from carbonbench.hardware import Hardware
-from carbonbench.metrics import EXACT, STATISTICAL, round_metrics, round_values
-from carbonbench.store import Store
+from carbonbench.metrics import EXACT, STATISTICAL, round_metrics
+from carbonbench.store import RunRecord, Store
 
 METRICS = STATISTICAL + EXACT
 DEFAULT_THRESHOLD = 0.05
-ALPHA = 0.05  # with 3 rounds a side, the smallest one-sided p is 1/20
-HISTORY_RUNS = 10  # earlier runs used for the noise floor
-NOISE_FLOOR_K = 3.0
-MIN_ROUNDS = 3
+HISTORY_RUNS = 60  # earlier comparable runs read for the between-run noise
 
 
 class CompareError(InputError):
@@ -56,7 +45,9 @@ class Side:
     samples: dict[str, dict[str, list[float]]]
     hardware: dict[str, Any]
     suite: str | None
-    history: dict[str, list[float]] = field(default_factory=dict)  # case -> earlier medians
+    # case -> metric -> earlier comparable runs' values (median over rounds), oldest first
+    history: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    previous: str | None = None  # the latest earlier comparable run: the nightly baseline
     carbon: str | None = None  # intensity and PUE, to tell settings changes from code changes
     suite_text: str | None = None  # its [thresholds], if any, apply
     failed: dict[str, str] = field(default_factory=dict)  # case -> error of a failed window
@@ -79,15 +70,20 @@ class Thresholds:
 class Verdict:
     case_id: str
     metric: str
-    verdict: str  # regression | improvement | unchanged | changed | no data
-    baseline: float | None
+    verdict: str  # regression | improvement | unchanged | inconclusive | no data
+    baseline: float | None  # median of the rounds
     current: float | None
-    ratio: float | None
+    ratio: float | None  # geometric-mean ratio, or against the history's level
+    ci_low: float | None  # the ratio's (1 - 2 alpha) interval
+    ci_high: float | None
     p_value: float | None
     threshold: float
     test: str
-    n_baseline: int
+    noise: str  # history | unknown | exact | none
+    n_baseline: int  # rounds
     n_current: int
+    n_history: int  # earlier comparable runs
+    alpha: float  # after the split across cases
 
 
 @dataclass
@@ -139,12 +135,14 @@ def side_from_store(store: Store, ref: str) -> Side:
         case_id: {m: v for m, v in metrics.items() if m in METRICS}
         for case_id, metrics in round_metrics(rows).items()
     }
-    history: dict[str, list[float]] = {}
-    earlier = [r for r in runs if r.seq < run.seq][-HISTORY_RUNS:]
+    earlier = [r for r in runs if r.seq < run.seq and comparable(r, run)][-HISTORY_RUNS:]
+    history: dict[str, dict[str, list[float]]] = {}
     for past in earlier:
-        for case_id, values in round_values(store.rows(past.run_id)).items():
-            if values:
-                history.setdefault(case_id, []).append(float(np.median(values)))
+        for case_id, metrics in round_metrics(store.rows(past.run_id)).items():
+            for metric, values in metrics.items():
+                if metric in STATISTICAL and values:
+                    history.setdefault(case_id, {}).setdefault(metric, [])
+                    history[case_id][metric].append(float(np.median(values)))
     carbon = run.carbon
     return Side(
         run_id,
@@ -152,9 +150,22 @@ def side_from_store(store: Store, ref: str) -> Side:
         run.hardware.comparable(),
         run.suite_name,
         history,
+        earlier[-1].run_id if earlier else None,
         carbon.describe() if carbon is not None else None,
         run.suite_text,
         errors,
+    )
+
+
+def comparable(earlier: RunRecord, run: RunRecord) -> bool:
+    """Whether ``earlier`` belongs to ``run``'s history: the same suite on the same hardware,
+    measured by ``carbonbench run`` (not a command, a tracked block or an ab comparison)."""
+    return (
+        earlier.suite_name == run.suite_name
+        and earlier.hardware.comparable() == run.hardware.comparable()
+        and earlier.metadata.get("kind", "suite") == run.metadata.get("kind", "suite")
+        and "ab" not in earlier.metadata
+        and earlier.status in ("ok", "failed")
     )
 
 
@@ -306,41 +317,6 @@ def _fraction(source: str, key: str, value: Any) -> float:
 # -- verdicts ---------------------------------------------------------------------------
 
 
-def noise_floor(history: Iterable[float]) -> float:
-    values = np.asarray(list(history), dtype=float)
-    if values.size < 3 or values.mean() == 0:
-        return 0.0
-    return NOISE_FLOOR_K * float(values.std(ddof=1) / abs(values.mean()))
-
-
-def judge(
-    baseline: list[float],
-    current: list[float],
-    threshold: float,
-    alpha: float = ALPHA,
-    exact: bool = False,
-) -> tuple[str, float | None, float | None, str]:
-    """(verdict, ratio, p-value, test used) for one metric of one case. Lower is better."""
-    if not baseline or not current:
-        return "no data", None, None, "none"
-    b, c = float(np.median(baseline)), float(np.median(current))
-    ratio = c / b if b else (math.inf if c else 1.0)
-    if exact:
-        verdict = "unchanged" if c == b else ("regression" if c > b else "improvement")
-        return verdict, ratio, None, "exact"
-    if len(baseline) < MIN_ROUNDS or len(current) < MIN_ROUNDS:
-        return "no data", ratio, None, f"needs >= {MIN_ROUNDS} rounds per side"
-    test = "Mann-Whitney U, one-sided, against the baseline scaled by the threshold"
-    base = np.asarray(baseline, dtype=float)
-    if ratio > 1 + threshold:
-        p = float(mannwhitneyu(current, base * (1 + threshold), alternative="greater").pvalue)
-        return ("regression" if p <= alpha else "unchanged"), ratio, p, test
-    if ratio < 1 - threshold:
-        p = float(mannwhitneyu(current, base * (1 - threshold), alternative="less").pvalue)
-        return ("improvement" if p <= alpha else "unchanged"), ratio, p, test
-    return "unchanged", ratio, None, "within threshold"
-
-
 def compare(
     baseline: Side,
     current: Side,
@@ -349,6 +325,7 @@ def compare(
     alpha: float = ALPHA,
     allow_hardware_mismatch: bool = False,
     metrics: Iterable[str] = METRICS,
+    unknown_noise: float = UNKNOWN_NOISE,
 ) -> Comparison:
     thresholds = thresholds or Thresholds()
     metrics = tuple(metrics)
@@ -378,33 +355,35 @@ def compare(
             f"nothing to compare: no case is in both {baseline.name} "
             f"({len(baseline.samples)} cases) and {current.name} ({len(current.samples)} cases)"
         )
+    split = alpha / max(1, len(common))  # Bonferroni across the cases compared
     verdicts = []
     for case_id in common:
-        floor = noise_floor(current.history.get(case_id, []))
         for metric in metrics:
             b = baseline.samples[case_id].get(metric, [])
             c = current.samples[case_id].get(metric, [])
             if not b and not c:
                 continue
-            threshold = max(thresholds.for_case(case_id, metric), floor)
-            verdict, ratio, p, test = judge(b, c, threshold, alpha, exact=metric in EXACT)
-            verdicts.append(
-                Verdict(
-                    case_id,
-                    metric,
-                    verdict,
-                    float(np.median(b)) if b else None,
-                    float(np.median(c)) if c else None,
-                    ratio,
-                    p,
-                    threshold,
-                    test,
-                    len(b),
-                    len(c),
+            history = current.history.get(case_id, {}).get(metric, [])
+            if metric in EXACT:
+                judgement = judge_exact(b, c)
+            else:
+                judgement = judge_runs(
+                    b,
+                    c,
+                    thresholds.for_case(case_id, metric),
+                    split,
+                    history=history,
+                    level=baseline.name == current.previous,
+                    unknown_noise=unknown_noise,
                 )
-            )
-    if floor_cases := [c for c in common if noise_floor(current.history.get(c, []))]:
-        notes.append(f"noise floor from history applied to {len(floor_cases)} case(s)")
+            verdicts.append(verdict(case_id, metric, judgement, b, c, len(history), split))
+    unknown = sorted({v.case_id for v in verdicts if v.noise == "unknown"})
+    if unknown:
+        notes.append(
+            f"between-run noise unknown for {len(unknown)} case(s): the store has fewer than 3 "
+            f"earlier comparable runs, so only a change beyond {unknown_noise:.0%} with the "
+            "rounds' support is a regression (a smaller one is at most inconclusive)"
+        )
     failed = {  # a case the baseline measured without failing, failing now (even part-way)
         c: e
         for c, e in sorted(current.failed.items())
@@ -421,10 +400,68 @@ def compare(
     )
 
 
-def markdown(result: Comparison) -> str:
+def verdict(
+    case_id: str,
+    metric: str,
+    judgement: Judgement,
+    baseline: list[float],
+    current: list[float],
+    history: int,
+    alpha: float,
+) -> Verdict:
+    ci = judgement.ci
+    return Verdict(
+        case_id,
+        metric,
+        judgement.verdict,
+        float(np.median(baseline)) if baseline else None,
+        float(np.median(current)) if current else None,
+        judgement.ratio,
+        ci[0] if ci else None,
+        ci[1] if ci else None,
+        judgement.p_value,
+        judgement.threshold,
+        judgement.test,
+        judgement.noise,
+        len(baseline),
+        len(current),
+        history,
+        alpha,
+    )
+
+
+def change_text(v: Verdict) -> str:
+    """``+12.0% [+3.1%, +21.9%]``: the ratio as a change, with its interval."""
+    if v.ratio is None:
+        return ""
+    text = f"{100 * (v.ratio - 1):+.1f}%"
+    if v.ci_low is not None and v.ci_high is not None:
+        text += f" [{100 * (v.ci_low - 1):+.1f}%, {100 * (v.ci_high - 1):+.1f}%]"
+    return text
+
+
+METHOD = (
+    "Regression: a change beyond the threshold t with one-sided p <= alpha (split across the "
+    "cases), on one value per round; against the between-run spread of earlier comparable "
+    "runs where the store has 3 or more, else with t raised to the unknown-noise floor. "
+    "Intervals are (1 - 2 alpha) for the ratio."
+)
+
+
+def evidence(v: Verdict) -> str:
+    """What a verdict stands on: rounds a side, earlier runs, or pairs."""
+    if v.noise == "exact":
+        return "exact"
+    if v.noise == "pairs":
+        return f"{v.n_current} pairs"
+    text = f"{v.n_baseline}+{v.n_current} rounds"
+    return text + (f", {v.n_history} runs" if v.noise == "history" else ", noise unknown")
+
+
+def markdown(result: Comparison, title: str = "carbonbench compare", method: str = METHOD) -> str:
     """A summary for a pull-request comment or $GITHUB_STEP_SUMMARY."""
     lines = [
-        f"### carbonbench compare: {len(result.regressions)} regression(s)"
+        f"### {title}: {len(result.regressions)} regression(s)"
         + (f", {len(result.failed)} case(s) failing" if result.failed else ""),
         "",
         f"Baseline `{result.baseline}`, current `{result.current}`.",
@@ -433,16 +470,15 @@ def markdown(result: Comparison) -> str:
     if shown:
         lines += [
             "",
-            "| case | metric | baseline | current | change | p | verdict |",
-            "|---|---|---:|---:|---:|---:|---|",
+            "| case | metric | baseline | current | change [interval] | p | evidence | verdict |",
+            "|---|---|---:|---:|---:|---:|---|---|",
         ]
     for v in shown:
-        change = f"{100 * (v.ratio - 1):+.1f}%" if v.ratio is not None else ""
         p = f"{v.p_value:.3g}" if v.p_value is not None else ""
-        icon = {"regression": "🔴", "improvement": "🟢"}.get(v.verdict, "")
+        icon = {"regression": "🔴", "improvement": "🟢", "inconclusive": "🟡"}.get(v.verdict, "")
         lines.append(
             f"| `{v.case_id}` | {v.metric} | {_num(v.baseline)} | {_num(v.current)} | "
-            f"{change} | {p} | {icon} {v.verdict} |"
+            f"{change_text(v)} | {p} | {evidence(v)} | {icon} {v.verdict} |"
         )
     if result.failed:
         lines += ["", "Measured in the baseline, failing now:", ""]
@@ -456,11 +492,7 @@ def markdown(result: Comparison) -> str:
         ]
     if result.notes:
         lines += ["", *[f"- {note}" for note in result.notes]]
-    lines += [
-        "",
-        "Regression: the ratio of medians beyond the threshold t, and a one-sided "
-        f"Mann-Whitney U test against the baseline scaled by (1 + t) with p <= {ALPHA}.",
-    ]
+    lines += ["", method]
     return "\n".join(lines) + "\n"
 
 

@@ -131,6 +131,28 @@ class ReversalTask:
         return Batch((src, tgt_in), tgt)
 
 
+class MaskingTask:
+    """Masked language modelling (BERT's objective): ``rate`` of the positions replaced by
+    ``mask_id``; the targets are the original tokens there and -100 (ignored) elsewhere.
+    At least one position of each sequence is masked."""
+
+    entropy_rate = None  # not the source's next-token rate: no target from it
+
+    def __init__(self, source: MarkovSource | CorpusSource, mask_id: int, rate: float = 0.15):
+        self.source, self.mask_id, self.rate = source, mask_id, rate
+        self.vocab = source.vocab + 1
+        self.generator = torch.Generator().manual_seed(getattr(source, "seed", 0) + 1)
+
+    def batch(self, batch: int, seq_len: int) -> Batch:
+        tokens = self.source.sample(batch, seq_len)
+        masked = torch.rand(batch, seq_len, generator=self.generator) < self.rate
+        one = torch.randint(0, seq_len, (batch,), generator=self.generator)
+        masked[torch.arange(batch), one] = True
+        inputs = tokens.masked_fill(masked, self.mask_id)
+        targets = tokens.masked_fill(~masked, -100)
+        return Batch((inputs,), targets)
+
+
 def target_loss(entropy_rate: float | None, factor: float, absolute: float | None) -> float:
     """The loss training-to-target stops at: ``absolute`` if given, else within ``factor`` of
     the source's entropy rate."""

@@ -13,7 +13,9 @@ Phases:
 Work per step. ``tokens`` counts the tokens whose next-token prediction is computed: for
 language models batch x seq_len; for encoder-decoders the target tokens, batch x seq_len (the
 source tokens, as many again, are recorded as ``src_tokens``); for prefill the prompt tokens;
-for decode the generated tokens. ``samples`` is the batch size. FLOPs come from
+for decode the generated tokens; for masked language models every position, batch x seq_len
+(the encoder's work; the loss is taken at the masked ones only). ``samples`` is the batch
+size. FLOPs come from
 ``carbonbench.models.flops`` (torch.utils.flop_counter), counted once per case.
 """
 
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carbonbench.data import Batch, CorpusSource, MarkovSource, ReversalTask
+from carbonbench.data import Batch, CorpusSource, MarkovSource, MaskingTask, ReversalTask
 from carbonbench.errors import InputError
 from carbonbench.models import architecture, generating
 from carbonbench.models.flops import METHOD, count_flops, count_generation_flops
@@ -74,24 +76,30 @@ def why_unsupported(phase: str) -> str:
 
 
 def make_source(model: nn.Module, corpus: str | None, seed: int):
-    """The data of this model: Markov language or its reversal task, or the user's corpus."""
+    """The data of this model: Markov language, its reversal or masking task, or the user's
+    corpus. A masked language model keeps its vocabulary's last id for the mask."""
+    kind = architecture(model.arch).kind
+    reserved = 1 if kind == "masked-lm" else 0
     if corpus is not None:
         source: MarkovSource | CorpusSource = CorpusSource(corpus, seed)
-        if model.config.vocab < source.vocab:
+        if model.config.vocab < source.vocab + reserved:
+            needed = source.vocab + reserved
             raise WorkloadError(
-                f"byte-level corpus needs vocab >= 256; build {model.arch} with vocab=256"
+                f"byte-level corpus needs vocab >= {needed}; build {model.arch} with vocab={needed}"
             )
     else:
-        source = MarkovSource(model.config.vocab, seed)
-    if architecture(model.arch).encoder_decoder:
+        source = MarkovSource(model.config.vocab - reserved, seed)
+    if kind == "encoder-decoder":
         return ReversalTask(source)
+    if kind == "masked-lm":
+        return MaskingTask(source, mask_id=model.config.vocab - 1)
     return source
 
 
 def _batch(source, batch: int, seq_len: int, device: torch.device) -> Batch:
     b = (
         source.batch(batch, seq_len)
-        if isinstance(source, ReversalTask)
+        if isinstance(source, ReversalTask | MaskingTask)
         else source.lm_batch(batch, seq_len)
     )
     return Batch(tuple(t.to(device) for t in b.inputs), b.targets.to(device))
@@ -209,11 +217,10 @@ def _generation(model, phase, source, batch, prompt_len, new_tokens, device, aut
     cache = model.new_cache()
     with torch.inference_mode(), autocast:
         first = model(prompt, cache)[:, -1:].argmax(-1)
-    prefilled = [(layer.k, layer.v) for layer in cache]
+    prefilled = model.cache_length(cache)
 
     def decode() -> None:
-        for layer, (k, v) in zip(cache, prefilled, strict=True):
-            layer.k, layer.v = k, v  # back to the prompt: extending builds new tensors
+        model.rewind(cache, prefilled)  # back to the prompt
         token = first
         with torch.inference_mode(), autocast:
             for _ in range(new_tokens):

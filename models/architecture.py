@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from carbonbench.errors import InputError
 
-Kind = Literal["language-model", "encoder-decoder"]
-KINDS: tuple[Kind, ...] = ("language-model", "encoder-decoder")
+Kind = Literal["language-model", "encoder-decoder", "masked-lm"]
+KINDS: tuple[Kind, ...] = ("language-model", "encoder-decoder", "masked-lm")
 Builder = Callable[[object], nn.Module]  # a config -> the module, on torch's default device
 
 
@@ -29,10 +29,15 @@ class Architecture:
     """An architecture as the harness sees it.
 
     ``kind`` decides its inputs and targets: a language model reads ``(tokens,)`` and predicts
-    each next token; an encoder-decoder reads ``(src, tgt_in)`` and predicts the target.
-    ``generates``: the module has ``new_cache()`` and ``forward(tokens, cache)`` (a key/value
-    cache), so the harness can measure ``prefill`` and ``decode``. ``analytic_flops`` writes the
-    forward FLOPs out by hand (a check on the counted ones); None where nobody has.
+    each next token; an encoder-decoder reads ``(src, tgt_in)`` and predicts the target; a
+    masked language model reads ``(tokens,)`` with some replaced by a mask id (the vocabulary's
+    last) and predicts the originals there.
+    ``generates``: the module keeps a key/value cache, so the harness can measure ``prefill``
+    and ``decode``. Its protocol: ``new_cache()``, ``forward(tokens, cache)`` (the tokens
+    continue the cached ones; the first call's are the prompt), ``cache_length(cache)`` and
+    ``rewind(cache, length)`` (back to an earlier length, for the next decode).
+    ``analytic_flops`` writes the forward FLOPs out by hand (a check on the counted ones); None
+    where nobody has.
     """
 
     name: str

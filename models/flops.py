@@ -61,14 +61,16 @@ def count_flops(model: nn.Module, batch_size: int, seq_len: int) -> FlopCount:
     record = architecture(model.arch)
     config = dataclasses.asdict(model.config)
     inputs = [t.to("meta") for t in example_batch(model, batch_size, seq_len)]
+    # built on meta without allocating, and run on meta inputs outside the device context:
+    # code that reads a value (.item()) of a tensor it makes itself (transformers' masks) can
     with torch.device("meta"):
         twin = build(model.arch, impl=record.counting_impl, **config)
-        with FlopCounterMode(display=False) as forward_counter:
-            twin(*inputs)
-        with FlopCounterMode(display=False) as train_counter:
-            logits = twin(*inputs)
-            targets = torch.zeros(batch_size * seq_len, dtype=torch.long)
-            F.cross_entropy(logits.flatten(0, 1), targets).backward()
+    with FlopCounterMode(display=False) as forward_counter:
+        twin(*inputs)
+    with FlopCounterMode(display=False) as train_counter:
+        logits = twin(*inputs)
+        targets = torch.zeros(batch_size * seq_len, dtype=torch.long, device="meta")
+        F.cross_entropy(logits.flatten(0, 1), targets).backward()
     _COUNTS[key] = [forward_counter.get_total_flops(), train_counter.get_total_flops()]
     return FlopCount(*_COUNTS[key])
 
@@ -94,13 +96,14 @@ def count_generation_flops(
     if not record.generates:
         raise ArchitectureError(f"{model.arch} does not generate (no key/value cache)")
     config = dataclasses.asdict(model.config)
-    with torch.device("meta"), torch.no_grad():
+    with torch.device("meta"):
         twin = build(model.arch, impl=record.counting_impl, **config)
+    with torch.no_grad():  # on meta inputs, outside the device context (as count_flops)
         cache = twin.new_cache()
-        prompt = torch.zeros(batch_size, prompt_len, dtype=torch.long)
+        prompt = torch.zeros(batch_size, prompt_len, dtype=torch.long, device="meta")
         with FlopCounterMode(display=False) as prefill:
             twin(prompt, cache)
-        token = torch.zeros(batch_size, 1, dtype=torch.long)
+        token = torch.zeros(batch_size, 1, dtype=torch.long, device="meta")
         with FlopCounterMode(display=False) as decode:
             for _ in range(new_tokens):
                 twin(token, cache)

@@ -62,6 +62,15 @@ class GPT(nn.Module):
         """An empty key/value cache for ``forward(tokens, cache)``: one entry per block."""
         return [LayerCache() for _ in self.blocks]
 
+    def cache_length(self, cache: list[LayerCache]) -> int:
+        return cache[0].length
+
+    def rewind(self, cache: list[LayerCache], length: int) -> None:
+        """Back to the first ``length`` tokens (extending builds new tensors: these stay)."""
+        for layer in cache:
+            if layer.k is not None and layer.v is not None:
+                layer.k, layer.v = layer.k[..., :length, :], layer.v[..., :length, :]
+
     def forward(self, tokens: Tensor, cache: list[LayerCache] | None = None) -> Tensor:
         """With a ``cache``, ``tokens`` continue the cached ones: their keys and values are
         appended, so generating one token costs one token's forward, not the whole prefix's."""

@@ -77,6 +77,10 @@ def architecture(name: str) -> Architecture:
     load_plugins()
     if name in ARCHITECTURES:
         return ARCHITECTURES[name]
+    if name.startswith("hf:"):
+        from carbonbench.models.hf import record
+
+        return register(record(name))
     if ":" in name:
         return _imported(name)
     raise ArchitectureError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")

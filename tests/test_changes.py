@@ -104,3 +104,38 @@ def test_the_report_trend_marks_change_points(tmp_path) -> None:
     assert list(marks[0].x) == [data.runs[ids.index(ids[12])].started_at]
     moved = float(re.search(r"([+-][\d.]+)%", marks[0].hovertemplate)[1])
     assert 25 < moved < 35  # 10 -> 13 J
+
+
+def test_the_nightly_gate_judges_tonight_against_the_level_since_the_last_change(
+    tmp_path, capsys
+) -> None:
+    """`compare latest~1 latest` over a long history: a level reached six nights ago is
+    tonight's baseline, not a regression; a jump beyond it tonight is one."""
+    rng = np.random.default_rng(6)
+    settled = list(np.concatenate([rng.normal(10, 0.1, 12), rng.normal(12, 0.1, 6)]))
+    db = tmp_path / "g.sqlite"
+    _nights(db, settled)
+    assert main(["compare", "latest~1", "latest", "--db", str(db), "--json"]) == 0
+    (energy,) = [
+        v
+        for v in json.loads(capsys.readouterr().out)["verdicts"]
+        if v["metric"] == "energy_per_token"
+    ]
+    assert energy["noise"] == "history" and "level of the last 5 runs" in energy["test"]
+    assert energy["ratio"] == pytest.approx(1.0, abs=0.03) and energy["n_history"] == 17
+    db = tmp_path / "j.sqlite"
+    _nights(db, [*rng.normal(10, 0.1, 14), 11.0])
+    assert main(["compare", "latest~1", "latest", "--db", str(db), "--json"]) == 1
+    (energy,) = [
+        v
+        for v in json.loads(capsys.readouterr().out)["verdicts"]
+        if v["metric"] == "energy_per_token"
+    ]
+    assert energy["verdict"] == "regression" and energy["ci_low"] > 1.05
+    assert main(["compare", "latest~3", "latest", "--db", str(db), "--json"]) == 1
+    (energy,) = [
+        v
+        for v in json.loads(capsys.readouterr().out)["verdicts"]
+        if v["metric"] == "energy_per_token"
+    ]
+    assert "between-run spread of 14 earlier runs" in energy["test"]  # not the previous night

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from carbonbench import __version__
 from carbonbench.cli import (
+    ab,
     changes,
     compare,
     estimate,
@@ -30,7 +31,7 @@ from carbonbench.cli import (
 )
 from carbonbench.errors import CarbonbenchError
 
-COMMANDS = (models, sensors, run, measure, runs, report, export, compare, changes, estimate)
+COMMANDS = (models, sensors, run, measure, runs, report, export, compare, ab, changes, estimate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,14 @@ def number(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A fraction in [0, 1) (argparse type), e.g. a threshold of 0.05 for 5%."""
+    value = number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1) such as 0.05, got {text!r}")
+    return value
+
+
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", type=Path, default=DEFAULT_DB, help=f"results store (default {DEFAULT_DB})"

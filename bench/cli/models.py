@@ -20,14 +20,19 @@ def handle(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from carbonbench import models
+    from carbonbench.models.hf import FAMILIES, INSTALL, available, record
 
     models.load_plugins()
+    hf = [f"hf:{family}" for family in FAMILIES]
+    listed = dict(models.ARCHITECTURES)
+    if available():  # built from transformers' configs when its extra is installed
+        listed |= {name: record(name) for name in hf if name not in listed}
     rows = []
-    for name, arch in models.ARCHITECTURES.items():
+    for name, arch in listed.items():
         counts = {}
-        for size in arch.sizes:
+        for size, config in arch.sizes.items():
             with torch.device("meta"):  # counted without allocating
-                counts[size] = models.count_parameters(models.build(name, size, arch.impls[0]))
+                counts[size] = models.count_parameters(arch.builders[arch.impls[0]](config))
         rows.append(
             {
                 "arch": name,
@@ -54,5 +59,8 @@ def handle(args: argparse.Namespace) -> int:
             f"{row['parameters'][s] / 1e6:.2f} M" if s in row["parameters"] else "-" for s in sizes
         ]
         table.add_row(row["arch"], *counts, row["description"], row["source"])
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if not available():
+        console.print(f"{', '.join(hf)}: {INSTALL}", highlight=False, markup=False)
     return 0

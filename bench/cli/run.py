@@ -20,7 +20,8 @@ HELP = "run a benchmark suite and store its results"
 FILTERS = ("arch", "phase", "size", "device", "impl", "dtype")  # narrow a suite's matrix
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--suite and the filters that narrow its matrix (``run`` and ``ab`` share them)."""
     parser.add_argument(
         "--suite", help="built-in name (smoke, gpu, nightly) or path (default: smoke)"
     )
@@ -31,6 +32,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
             metavar=name.upper(),
             help=f"only cases with this {name} (repeatable)",
         )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_selection_arguments(parser)
     parser.add_argument(
         "--rounds",
         type=int,
