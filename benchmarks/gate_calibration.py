@@ -132,11 +132,10 @@ def compare_trials(out: Path) -> list[dict]:
         current = load_side(r["run_id"], out / "compare-slow.sqlite")
         # the slowed run's history is the quiet runs before it, as a night's would be
         position = quiet.index(before[-1]["run_id"])
-        history_side = sides[quiet[position + 1]] if position + 1 < len(quiet) else None
-        if history_side is not None:
-            current.history, current.previous = history_side.history, history_side.previous
-        else:
-            current.history, current.previous = {}, None
+        if position + 1 >= len(quiet):
+            continue  # no quiet run after it yet to borrow the history from
+        history_side = sides[quiet[position + 1]]
+        current.history, current.previous = history_side.history, history_side.previous
         trials.append(("slow", baseline, current, position + 1))
     results = []
     for trial, baseline, current, earlier in trials:
@@ -246,17 +245,15 @@ def ab_trials(out: Path, aa: int, slow: int, busy: float) -> None:
         )
 
 
-def ab_shifted(out: Path) -> dict[str, list[bool]]:
-    """The A/A comparisons' stored pairs (their first look) with each shift multiplied into
-    head's time per token: fired or not."""
-    from carbonbench.ab import AbPlan, measured, paired_comparison
+def ab_pairs(out: Path) -> list[tuple[list, list]]:
+    """(base, head) measured values of each A/A comparison's first look (its default pairs)."""
+    from carbonbench.ab import PAIRS, measured
     from carbonbench.store import Store
 
     trials = [r for r in recorded(out) if r["kind"] == "ab" and r["trial"] == "aa"]
-    fired: dict[str, list[bool]] = {str(s): [] for s in SHIFTS}
     if not trials:
-        return fired
-    plan = AbPlan([], [], [], out / "ab.sqlite", metrics=("time_per_token",))
+        return []
+    out_pairs = []
     with Store(out / "ab.sqlite", create=False, readonly=True) as store:
         runs = store.runs()
         for trial in trials:
@@ -264,16 +261,52 @@ def ab_shifted(out: Path) -> dict[str, list[bool]]:
             for r in runs:
                 if (ab := r.metadata.get("ab", {})).get("comparison") == trial["comparison"]:
                     sides.setdefault(ab["pair"], {})[ab["side"]] = r.run_id
-            pairs = [sides[i] for i in sorted(sides)][: plan.pairs]
+            pairs = [sides[i] for i in sorted(sides)][:PAIRS]
             base = [measured(store, p["base"]) for p in pairs]
             head = [measured(store, p["head"]) for p in pairs]
-            for shift in SHIFTS:
-                scaled = [
-                    ({c: {"time_per_token": m["time_per_token"] * shift} for c, m in v.items()}, e)
-                    for v, e in head
-                ]
-                fired[str(shift)].append(bool(paired_comparison(base, scaled, plan).regressions))
+            out_pairs.append((base, head))
+    return out_pairs
+
+
+def ab_shifted(pairs: list[tuple[list, list]], out: Path) -> dict[str, list[bool]]:
+    """The A/A comparisons' pairs with each shift multiplied into head's time per token:
+    fired or not."""
+    from carbonbench.ab import AbPlan, paired_comparison
+
+    plan = AbPlan([], [], [], out / "ab.sqlite", metrics=("time_per_token",))
+    fired: dict[str, list[bool]] = {str(s): [] for s in SHIFTS}
+    for base, head in pairs:
+        for shift in SHIFTS:
+            scaled = [
+                (
+                    {
+                        c: {"time_per_token": m["time_per_token"] * shift}
+                        for c, m in values.items()
+                        if "time_per_token" in m
+                    },
+                    errors,
+                )
+                for values, errors in head
+            ]
+            fired[str(shift)].append(bool(paired_comparison(base, scaled, plan).regressions))
     return fired
+
+
+def pair_noise(pairs: list[tuple[list, list]]) -> list[float]:
+    """Per A/A comparison and case: the standard deviation of the log-ratios of time per
+    token (the s of the README's pairs rule)."""
+    spreads = []
+    for base, head in pairs:
+        cases = set().union(*(set(v) for v, _ in base))
+        for case in cases:
+            ratios = [
+                math.log(h[case]["time_per_token"] / b[case]["time_per_token"])
+                for (b, _), (h, _) in zip(base, head, strict=True)
+                if "time_per_token" in b.get(case, {}) and "time_per_token" in h.get(case, {})
+            ]
+            if len(ratios) >= 2:
+                spreads.append(float(np.std(ratios, ddof=1)))
+    return spreads
 
 
 # -- summary --------------------------------------------------------------------------------
@@ -324,6 +357,7 @@ def summary(out: Path) -> str:
         "",
     ]
     entries = [r for r in recorded(out) if r["kind"] == "ab"]
+    pairs_aa = ab_pairs(out)
     aa = [e for e in entries if e["trial"] == "aa"]
     slow = [e for e in entries if e["trial"] == "slow"]
     pairs = [e["pairs"] for e in entries]
@@ -335,9 +369,18 @@ def summary(out: Path) -> str:
         f"- pairs used: {_tally(pairs)}; median "
         f"{np.median([e['seconds'] for e in entries]) if entries else 0:.0f} s a comparison",
         "- shift caught in 90% of A/A trials when multiplied into head's time per token (first "
-        f"look): {_caught90(ab_shifted(out))}",
+        f"look): {_caught90(ab_shifted(pairs_aa, out))}",
+        f"- per-pair noise s (sd of the log-ratios of time per token, per comparison and case): "
+        f"{_quantiles(pair_noise(pairs_aa))}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _quantiles(values: list[float]) -> str:
+    if not values:
+        return "-"
+    q = np.percentile(values, [25, 50, 75])
+    return f"median {q[1]:.3f} (quartiles {q[0]:.3f} to {q[2]:.3f}, n = {len(values)})"
 
 
 def _tally(values: list[int]) -> str:
