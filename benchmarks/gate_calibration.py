@@ -1,7 +1,7 @@
 """Calibration of the regression gate on this machine: false alarms and detection, measured.
 
-    python benchmarks/gate_calibration.py [--compare-runs 41] [--compare-slow 20]
-                                          [--ab-aa 40] [--ab-slow 20] [--out DIR]
+    python benchmarks/gate_calibration.py [--compare-runs 61] [--slow-every 3]
+                                          [--ab-aa 40] [--ab-slow 20] [--work WORK]
 
 Two-run ``compare``: a series of runs of benchmarks/gate_calibration.toml (its 5 rounds each),
 every third one slowed down. Each pair of consecutive unslowed runs is an A/A trial; each
@@ -14,9 +14,11 @@ fixed share of every 10 ms on one core while the head runs; the ratio it causes 
 and printed. Beside the real slowdowns, the A/A trials' own measured values with a shift
 multiplied into the current side show what size of change each gate catches in 90% of trials.
 
-Every trial is appended to DIR/gate_calibration.jsonl as it finishes, and the series' stores
-stay in DIR, so an interrupted calibration continues where it stopped; the summary
-(DIR/gate_calibration.md) is written from every trial recorded.
+Every trial is appended to WORK/gate_calibration.jsonl as it finishes, and the series' stores
+stay in WORK (default benchmarks/results/gate-calibration, committed), so a calibration that
+stopped continues where it stopped; the summary (benchmarks/results/gate_calibration.md) is
+written from every trial recorded. Nothing else may run on the machine meanwhile: on 2 cores
+any other process slows torch's two threads many times over and the figures mean nothing.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def compare_series(out: Path, runs: int, slow_every: int, busy: float) -> None:
         argv += ["--db", str(db), "--label", label, "--json"]
         started = time.time()
         result = subprocess.run(argv, capture_output=True, text=True)
-        if result.returncode not in (0, 1):
+        if result.returncode not in (0, 1) or not result.stdout.strip():
             raise SystemExit(f"run failed ({result.returncode}): {result.stderr[-500:]}")
         run_id = json.loads(result.stdout)["run_id"]
         record(out, {"kind": "compare-run", "index": index, "label": label, "run_id": run_id})
@@ -405,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work",
         type=Path,
-        default=Path("carbonbench-results/gate-calibration"),
-        help="the stores and the trial log (kept: a second call continues)",
+        default=HERE / "results" / "gate-calibration",
+        help="the stores and the trial log (committed: a second call continues)",
     )
     parser.add_argument("--results", type=Path, default=HERE / "results", help="the summary")
     parser.add_argument("--compare-runs", type=int, default=61, help="runs in the series (61)")
