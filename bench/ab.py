@@ -33,7 +33,6 @@ from carbonbench.store import Store
 
 METRICS = ("energy_per_token", "time_per_token", *EXACT)
 PAIRS = 6
-MAX_PAIRS = 10  # two more looks
 STEP = 2  # pairs added at each further look: one ABBA block
 STDERR_LINES = 3
 
@@ -57,12 +56,14 @@ class AbPlan:
     run_args: list[str]  # forwarded to `run`: suite, filters, carbon options
     db: Path
     pairs: int = PAIRS
-    max_pairs: int = MAX_PAIRS
+    max_pairs: int | None = None  # None: two more looks (pairs + 2 x STEP)
     alpha: float = ALPHA
     thresholds: Thresholds = field(default_factory=Thresholds)
     metrics: tuple[str, ...] = METRICS
 
     def __post_init__(self) -> None:
+        if self.max_pairs is None:
+            self.max_pairs = self.pairs + 2 * STEP
         if self.pairs < 2:
             raise InputError(f"--pairs must be at least 2 (a spread needs two), got {self.pairs}")
         if self.max_pairs < self.pairs:

@@ -95,7 +95,7 @@ def judge_runs(
         start = cuts[-1] if cuts and h.size - cuts[-1] >= MIN_HISTORY_RUNS else 0
         segment = h[start:]
         se = float(segment.std(ddof=1)) * math.sqrt(1 + 1 / segment.size)
-        estimate = float(np.log(np.median(np.exp(c)))) - float(segment.mean())
+        estimate = math.log(float(np.median(current))) - float(segment.mean())
         verdict, ratio, ci, p = decide(estimate, se, segment.size - 1, threshold, alpha)
         test = (
             f"prediction interval of the level of the last {segment.size} runs (those since "
@@ -104,7 +104,7 @@ def judge_runs(
         return Judgement(verdict, ratio, ci, p, threshold, test, "history")
     if h is not None:
         se = float(h.std(ddof=1)) * math.sqrt(2)
-        estimate = float(np.log(np.median(np.exp(c))) - np.log(np.median(np.exp(b))))
+        estimate = math.log(float(np.median(current)) / float(np.median(baseline)))
         verdict, ratio, ci, p = decide(estimate, se, h.size - 1, threshold, alpha)
         test = f"t-test against the between-run spread of {h.size} earlier runs"
         return Judgement(verdict, ratio, ci, p, threshold, test, "history")

@@ -77,11 +77,12 @@ class CausalLM(nn.Module):
                 attn_implementation=attention,
             )
         )
+        self.cache_argument = _cache_argument(self.net)  # once: forward runs per decoded token
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
         """Without a cache, as transformers runs it by default (``use_cache`` on: it keeps the
         keys and values it computes)."""
-        given = {} if cache is None else {_cache_argument(self.net): cache}
+        given = {} if cache is None else {self.cache_argument: cache}
         return self.net(input_ids=tokens, **given).logits
 
     def new_cache(self) -> Any:
@@ -153,6 +154,7 @@ class Seq2Seq(nn.Module):
                 attn_implementation=attention,
             )
         )
+        self.cache_argument = _cache_argument(self.net)  # once: forward runs per decoded token
 
     def forward(self, tokens: Tensor, second: Tensor | Seq2SeqCache) -> Tensor:
         if not isinstance(second, Seq2SeqCache):
@@ -166,7 +168,7 @@ class Seq2Seq(nn.Module):
             encoder_outputs=cache.memory,
             decoder_input_ids=tokens,
             use_cache=True,
-            **{_cache_argument(self.net): cache.kv},
+            **{self.cache_argument: cache.kv},
         )
         return out.logits
 

@@ -84,7 +84,7 @@ def _command(text: str, side: str) -> list[str]:
 def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from carbonbench.ab import METHOD, METRICS, STEP, Ab, AbPlan, Interrupted
+    from carbonbench.ab import METHOD, METRICS, Ab, AbPlan, Interrupted
     from carbonbench.cli.compare import print_comparison
     from carbonbench.compare import METRICS as KNOWN
     from carbonbench.compare import load_thresholds, markdown
@@ -103,7 +103,7 @@ def handle(args: argparse.Namespace) -> int:
         run_arguments(args),
         args.db,
         pairs=args.pairs,
-        max_pairs=args.max_pairs if args.max_pairs is not None else args.pairs + 2 * STEP,
+        max_pairs=args.max_pairs,
         alpha=args.alpha,
         thresholds=load_thresholds(args.thresholds),
         metrics=tuple(args.metric or METRICS),
