@@ -4,12 +4,15 @@ are judged on their paired differences.
 Each run is a fresh process of one round over the selected cases (``CMD run ... --rounds 1``),
 in ABBA order (base-head, head-base, ...), so a machine that drifts during the comparison
 moves both sides of a pair alike and cancels in the pair's log-ratio. Per case and metric,
-the geometric mean of the per-pair ratios head/base and its confidence interval come from a
-one-sided paired t-test against log(1 + t) (``carbonbench.gate.judge_pairs``). A borderline
-result (beyond 1 + t, not yet significant) adds pairs, two at a time, up to ``max_pairs``;
-alpha is split across the cases and across the looks that ``max_pairs`` allows (Bonferroni),
-so looking again never raises the false-alarm rate. All runs go to one store, labelled
-``base`` and ``head``, with the comparison's id in their metadata (``ab``).
+the verdict is a one-sided Wilcoxon signed-rank test of the per-pair log-ratios head/base
+against log(1 + t), with the Hodges-Lehmann ratio and its interval
+(``carbonbench.gate.judge_pairs``): ranks, so one wildly disturbed run is one pair, not the
+whole spread. A borderline result (beyond 1 + t, not yet significant) adds pairs: each further
+look has about 1.6 times the pairs of the one before (6, 10, 16 by default), so a clear result
+costs the default pairs and only a close one pays for more. alpha is split across the cases and
+the looks (Bonferroni), so looking again never raises the false-alarm rate; n pairs reach at
+best p = 2^-n, and a plan whose last look cannot reach its alpha is refused. All runs go to
+one store, labelled ``base`` and ``head``, with the comparison's id in their metadata (``ab``).
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from typing import Any
 
 from carbonbench.compare import Comparison, Thresholds, verdict
 from carbonbench.errors import InputError
-from carbonbench.gate import ALPHA, judge_exact, judge_pairs
+from carbonbench.gate import ALPHA, judge_exact, judge_pairs, min_pairs
 from carbonbench.metrics import EXACT, round_metrics
 from carbonbench.store import Store
 
 METRICS = ("energy_per_token", "time_per_token", *EXACT)
 PAIRS = 6
-STEP = 2  # pairs added at each further look: one ABBA block
+MAX_PAIRS = 16  # by default; with the looks at 6 and 10, three looks in all
+GROWTH = 1.6  # pairs at a look over pairs at the look before
 STDERR_LINES = 3
 
 
@@ -56,22 +60,32 @@ class AbPlan:
     run_args: list[str]  # forwarded to `run`: suite, filters, carbon options
     db: Path
     pairs: int = PAIRS
-    max_pairs: int | None = None  # None: two more looks (pairs + 2 x STEP)
+    max_pairs: int | None = None  # None: MAX_PAIRS (or pairs, if more)
     alpha: float = ALPHA
     thresholds: Thresholds = field(default_factory=Thresholds)
     metrics: tuple[str, ...] = METRICS
 
     def __post_init__(self) -> None:
         if self.max_pairs is None:
-            self.max_pairs = self.pairs + 2 * STEP
+            self.max_pairs = max(MAX_PAIRS, self.pairs)
         if self.pairs < 2:
             raise InputError(f"--pairs must be at least 2 (a spread needs two), got {self.pairs}")
         if self.max_pairs < self.pairs:
             raise InputError(f"--max-pairs ({self.max_pairs}) is below --pairs ({self.pairs})")
 
     @property
+    def schedule(self) -> list[int]:
+        """The pairs at each look: ``pairs``, then about GROWTH times more each time, in
+        whole ABBA blocks (even counts), up to ``max_pairs``."""
+        assert self.max_pairs is not None
+        counts = [self.pairs]
+        while counts[-1] < self.max_pairs:
+            counts.append(min(2 * math.ceil(counts[-1] * GROWTH / 2), self.max_pairs))
+        return counts
+
+    @property
     def looks(self) -> int:
-        return 1 + math.ceil((self.max_pairs - self.pairs) / STEP)
+        return len(self.schedule)
 
 
 @dataclass
@@ -100,15 +114,17 @@ class Ab:
         """Pairs until the verdicts are settled or ``max_pairs`` is reached."""
         previous = signal.signal(signal.SIGTERM, self._forward_sigterm)
         try:
-            target = self.plan.pairs
-            while True:
+            for look, target in enumerate(self.plan.schedule):
+                if look:
+                    self.on_event("more", {"pairs": target})
                 while len(self.pairs) < target:
                     self._pair(len(self.pairs))
+                    if len(self.pairs) == 1:
+                        self._check_can_fire(self.judge())
                 result = self.judge()
-                if not self.borderline(result) or target >= self.plan.max_pairs:
-                    return result
-                target = min(target + STEP, self.plan.max_pairs)
-                self.on_event("more", {"pairs": target})
+                if not self.borderline(result):
+                    break
+            return result
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -151,6 +167,19 @@ class Ab:
             store.set_metadata(run_id, metadata)
         self.on_event("stored", {"pair": index, "side": side, "run_id": run_id, "exit": code})
         return run_id
+
+    def _check_can_fire(self, result: Comparison) -> None:
+        """A plan whose last look cannot reach its alpha is a gate that cannot fire: refused
+        once the first pair has shown how many cases share alpha."""
+        alphas = [v.alpha for v in result.verdicts if v.metric not in EXACT]
+        assert self.plan.max_pairs is not None
+        if alphas and 0.5**self.plan.max_pairs > min(alphas):
+            needed = min_pairs(min(alphas))
+            raise AbError(
+                f"--max-pairs {self.plan.max_pairs} can never show a regression: alpha per "
+                f"test is {min(alphas):.2g} (split across cases and looks) and n pairs reach "
+                f"at best p = 2^-n; give --max-pairs {needed} or more"
+            )
 
     def _forward_sigterm(self, signum: int, frame: object) -> None:
         if self._child is not None and self._child.poll() is None:
@@ -260,7 +289,7 @@ def _paired(
 
 
 METHOD = (
-    "Regression: the geometric-mean ratio head/base of paired runs (ABBA order, one round "
-    "each) beyond 1 + t, by a one-sided paired t-test on the per-pair log-ratios with p <= "
-    "alpha split across cases and looks. Intervals are (1 - 2 alpha) for the ratio."
+    "Regression: the Hodges-Lehmann ratio head/base of paired runs (ABBA order, one round "
+    "each) beyond 1 + t, by a one-sided Wilcoxon signed-rank test on the per-pair log-ratios "
+    "with p <= alpha split across cases and looks. Intervals are (1 - 2 alpha) for the ratio."
 )

@@ -73,7 +73,7 @@ class Verdict:
     verdict: str  # regression | improvement | unchanged | inconclusive | no data
     baseline: float | None  # median of the rounds
     current: float | None
-    ratio: float | None  # geometric-mean ratio, or against the history's level
+    ratio: float | None  # geometric mean (ab: Hodges-Lehmann), or over the history's level
     ci_low: float | None  # the ratio's (1 - 2 alpha) interval
     ci_high: float | None
     p_value: float | None

@@ -12,7 +12,8 @@ the noise a change has to beat:
   differ by s·√2; with at least ``LEVEL_RUNS`` earlier runs and the baseline the latest of
   them (the nightly gate), the current run is judged against the history's level since its
   last change point, by a prediction interval: s·√(1 + 1/n) around that level's mean.
-- ``pairs``: ``carbonbench ab``: the per-pair log-ratios of alternating base and head runs.
+- ``pairs``: ``carbonbench ab``: the per-pair log-ratios of alternating base and head runs,
+  by their ranks (Wilcoxon's signed-rank test), which one wildly disturbed run cannot swamp.
 - ``unknown``: no history. The rounds of the two runs (fresh processes, Welch's t on their
   logs) are all the evidence there is, and back-to-back runs on a shared machine differ by
   more than rounds suggest. So the threshold becomes max(t, ``UNKNOWN_NOISE``): a shift
@@ -139,16 +140,61 @@ def welch(b: np.ndarray, c: np.ndarray) -> tuple[float, float, float]:
 def judge_pairs(
     base: Sequence[float], head: Sequence[float], threshold: float, alpha: float = ALPHA
 ) -> Judgement:
-    """``carbonbench ab``: paired t-test on the per-pair log-ratios head/base, one-sided,
-    against log(1 + t); the ratio is their geometric mean."""
+    """``carbonbench ab``: Wilcoxon's signed-rank test on the per-pair log-ratios head/base,
+    one-sided, against log(1 + t). Ranks, not values: one wildly disturbed run (a stalled
+    process 30 times slower) counts as one pair, where it would swamp a t-test's spread. The
+    ratio is the Hodges-Lehmann estimate (the median of the pairwise means of the log-ratios)
+    and its interval the test's own, from the same means, so that p <= alpha exactly when the
+    interval clears 1 + t. n pairs reach at best p = 2^-n."""
     b, h = _logs(base), _logs(head)
     if b is None or h is None or b.size != h.size or b.size < 2:
         return Judgement("no data", None, None, None, threshold, "needs >= 2 pairs", "none")
     d = h - b
-    se = float(d.std(ddof=1)) / math.sqrt(d.size)
-    verdict, ratio, ci, p = decide(float(d.mean()), se, d.size - 1, threshold, alpha)
-    test = f"paired t-test on {d.size} per-pair log-ratios"
-    return Judgement(verdict, ratio, ci, p, threshold, test, "pairs")
+    n = d.size
+    means = np.sort((d[:, None] + d[None, :])[np.triu_indices(n)] / 2)  # Walsh averages
+    tail = _signed_rank_tail(n)  # tail[k] = P(T+ >= k) with no change
+    estimate = float(np.median(means))
+    # the c-th largest mean is the lower bound: the smallest c with P(T+ >= c) <= alpha
+    reachable = np.flatnonzero(tail[: means.size + 1] <= alpha)  # c in 1 .. n(n+1)/2
+    ci = None
+    if reachable.size:
+        c = int(reachable[0])
+        ci = (math.exp(means[means.size - c]), math.exp(means[c - 1]))
+    up = math.log1p(threshold)
+    down = math.log1p(-threshold) if threshold < 1 else -math.inf
+    verdict, p = "unchanged", None
+    if estimate > up:
+        p = float(tail[int(np.sum(means > up))])
+        verdict = "regression" if p <= alpha else "unchanged"
+    elif estimate < down:
+        p = float(tail[int(np.sum(means < down))])
+        verdict = "improvement" if p <= alpha else "unchanged"
+    test = (
+        f"Wilcoxon signed-rank test on {n} per-pair log-ratios (their sd s = "
+        f"{float(d.std(ddof=1)):.3f})"
+    )
+    if ci is None:
+        test += f"; {n} pairs cannot reach p <= {alpha:.2g} (needs {min_pairs(alpha)})"
+    return Judgement(verdict, math.exp(estimate), ci, p, threshold, test, "pairs")
+
+
+def _signed_rank_tail(n: int) -> np.ndarray:
+    """P(T+ >= k) for k = 0 .. n(n+1)/2 + 1, T+ Wilcoxon's signed-rank statistic of n pairs
+    with no change: each rank's sign a fair coin (exact; ties have probability 0)."""
+    total = n * (n + 1) // 2
+    dist = np.zeros(total + 1)
+    dist[0] = 1.0
+    for rank in range(1, n + 1):
+        shifted = np.zeros_like(dist)
+        shifted[rank:] = dist[:-rank]
+        dist = (dist + shifted) / 2
+    return np.append(np.cumsum(dist[::-1])[::-1], 0.0)
+
+
+def min_pairs(alpha: float) -> int:
+    """The fewest pairs whose signed-rank test can reach p <= alpha (all n pairs one way:
+    p = 2^-n)."""
+    return max(2, math.ceil(math.log2(1 / alpha)))
 
 
 def judge_exact(baseline: Sequence[float], current: Sequence[float]) -> Judgement:

@@ -38,7 +38,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SUITE = HERE / "gate_calibration.toml"
-BUSY = 0.35  # the hog's busy share of each period on one core
+BUSY = 0.35  # the hog's busy share of each period on one core, slowing compare's runs
+AB_BUSY = 0.15  # and ab's heads: slowdowns near the 25% that ab's target names
 SHIFTS = [1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.8, 2.0, 2.5]
 CARBONBENCH = [sys.executable, "-m", "carbonbench"]
 
@@ -197,7 +198,7 @@ def _shifted(baseline, current, compare) -> dict[str, bool]:
 # -- ab -------------------------------------------------------------------------------------
 
 
-def ab_trials(out: Path, aa: int, slow: int, busy: float) -> None:
+def ab_trials(out: Path, aa: int, slow: int, busy: float = AB_BUSY) -> None:
     """Whole `carbonbench ab` commands, A/A then slowed, alternating until both counts are
     reached. Resumable."""
     done = [r for r in recorded(out) if r["kind"] == "ab"]
@@ -228,6 +229,7 @@ def ab_trials(out: Path, aa: int, slow: int, busy: float) -> None:
                 "trial": trial,
                 "comparison": judged["comparison"],
                 "alarm": not judged["passed"],
+                "busy": busy if trial == "slow" else 0.0,
                 "pairs": pairs,
                 "seconds": round(time.time() - started, 1),
                 "ratios": {
@@ -270,28 +272,17 @@ def ab_pairs(out: Path) -> list[tuple[list, list]]:
     return out_pairs
 
 
-def ab_shifted(pairs: list[tuple[list, list]], out: Path) -> dict[str, list[bool]]:
-    """The A/A comparisons' pairs with each shift multiplied into head's time per token:
-    fired or not."""
-    from carbonbench.ab import AbPlan, paired_comparison
+def caught_by_rule(s: float, pairs: int, cases: int = 2, threshold: float = 0.05) -> float:
+    """The change the README's rule says the default looks catch in about 90% of comparisons
+    by ``pairs`` pairs at per-pair noise ``s``: (1 + t) exp((q + 1.3) s / sqrt(n))."""
+    from scipy import stats
 
-    plan = AbPlan([], [], [], out / "ab.sqlite", metrics=("time_per_token",))
-    fired: dict[str, list[bool]] = {str(s): [] for s in SHIFTS}
-    for base, head in pairs:
-        for shift in SHIFTS:
-            scaled = [
-                (
-                    {
-                        c: {"time_per_token": m["time_per_token"] * shift}
-                        for c, m in values.items()
-                        if "time_per_token" in m
-                    },
-                    errors,
-                )
-                for values, errors in head
-            ]
-            fired[str(shift)].append(bool(paired_comparison(base, scaled, plan).regressions))
-    return fired
+    from carbonbench.ab import AbPlan
+    from carbonbench.gate import ALPHA
+
+    looks = AbPlan([], [], [], Path("-")).looks
+    q = float(stats.t.ppf(1 - ALPHA / cases / looks, pairs - 1))
+    return (1 + threshold) * math.exp((q + 1.3) * s / math.sqrt(pairs))
 
 
 def pair_noise(pairs: list[tuple[list, list]]) -> list[float]:
@@ -329,6 +320,12 @@ def _slowdown(entries: list[dict]) -> str:
     return f"median {np.median(ratios):.2f}x (range {min(ratios):.2f}x to {max(ratios):.2f}x)"
 
 
+def _trial_slowdown(entry: dict) -> float:
+    """The time-per-token ratio head/base that a trial measured, over its cases."""
+    ratios = [r for r in entry["ratios"].values() if r]
+    return math.exp(float(np.mean(np.log(ratios)))) if ratios else math.nan
+
+
 def _caught90(fired: dict[str, list[bool]]) -> str:
     for shift in SHIFTS:
         flags = fired.get(str(shift), [])
@@ -359,22 +356,39 @@ def summary(out: Path) -> str:
         "",
     ]
     entries = [r for r in recorded(out) if r["kind"] == "ab"]
-    pairs_aa = ab_pairs(out)
+    from carbonbench.ab import PAIRS
+
+    noise = pair_noise(ab_pairs(out))
     aa = [e for e in entries if e["trial"] == "aa"]
     slow = [e for e in entries if e["trial"] == "slow"]
     pairs = [e["pairs"] for e in entries]
-    lines += ["## `carbonbench ab` (default pairs, ABBA, one round per run)", ""]
+    target = [e for e in slow if _trial_slowdown(e) >= 1.25]
+    smaller = [e for e in slow if _trial_slowdown(e) < 1.25]
+    busy = " or ".join(f"{b:g}" for b in sorted({e.get("busy", BUSY) for e in slow}))
+    lines += [
+        "## `carbonbench ab` (default pairs: 6, looking again at 10 and 16 while borderline; "
+        "ABBA, one round per run)",
+        "",
+    ]
     lines += [
         f"- A/A false alarms: {_rate([e['alarm'] for e in aa])}",
-        f"- real slowdown caught: {_rate([e['alarm'] for e in slow])}; slowdown measured "
-        f"{_slowdown(slow)}",
+        f"- real slowdown caught (head beside a process busy {busy} of one core): "
+        f"{_rate([e['alarm'] for e in slow])}; slowdown measured {_slowdown(slow)}",
+        f"  - slowdowns of 25% or more (the trial's geometric mean over cases): "
+        f"{_rate([e['alarm'] for e in target])}",
+        f"  - smaller slowdowns: {_rate([e['alarm'] for e in smaller])}",
         f"- pairs used: {_tally(pairs)}; median "
         f"{np.median([e['seconds'] for e in entries]) if entries else 0:.0f} s a comparison",
-        "- shift caught in 90% of A/A trials when multiplied into head's time per token (first "
-        f"look): {_caught90(ab_shifted(pairs_aa, out))}",
-        f"- per-pair noise s (sd of the log-ratios of time per token, per comparison and case): "
-        f"{_quantiles(pair_noise(pairs_aa))}",
+        f"- per-pair noise s (sd of the log-ratios of time per token in the first {PAIRS} pairs "
+        f"of each A/A comparison, per case): {_quantiles(noise)}",
     ]
+    if noise:
+        s = float(np.median(noise))
+        lines.append(
+            f"- at the median s, the README's rule says the default looks catch about "
+            f"+{(caught_by_rule(s, 10) - 1) * 100:.0f}% by 10 pairs and "
+            f"+{(caught_by_rule(s, 16) - 1) * 100:.0f}% by 16, in 90% of comparisons"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -415,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-every", type=int, default=3, help="every Nth run slowed (3)")
     parser.add_argument("--ab-aa", type=int, default=40)
     parser.add_argument("--ab-slow", type=int, default=20)
-    parser.add_argument("--busy", type=float, default=BUSY)
+    parser.add_argument("--busy", type=float, default=BUSY, help=f"compare's hog ({BUSY})")
+    parser.add_argument("--ab-busy", type=float, default=AB_BUSY, help=f"ab's hog ({AB_BUSY})")
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "hog":
@@ -423,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         compare_series(args.work, args.compare_runs, args.slow_every, args.busy)
-        ab_trials(args.work, args.ab_aa, args.ab_slow, args.busy)
+        ab_trials(args.work, args.ab_aa, args.ab_slow, args.ab_busy)
     text = summary(args.work)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "gate_calibration.md").write_text(text)

@@ -37,7 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-pairs",
         type=int,
         metavar="M",
-        help="add pairs, two at a time, up to M while a verdict is borderline (default: N + 4)",
+        help="while a verdict is borderline, look again with about 1.6 times the pairs, up to M "
+        "(default 16, or N if more)",
     )
     parser.add_argument(
         "--db", type=Path, default=DEFAULT_DB, help=f"store for the runs (default {DEFAULT_DB})"
