@@ -173,8 +173,7 @@ class Ab:
         once the first pair has shown how many cases share alpha."""
         alphas = [v.alpha for v in result.verdicts if v.metric not in EXACT]
         assert self.plan.max_pairs is not None
-        if alphas and 0.5**self.plan.max_pairs > min(alphas):
-            needed = min_pairs(min(alphas))
+        if alphas and self.plan.max_pairs < (needed := min_pairs(min(alphas))):
             raise AbError(
                 f"--max-pairs {self.plan.max_pairs} can never show a regression: alpha per "
                 f"test is {min(alphas):.2g} (split across cases and looks) and n pairs reach "
