@@ -80,6 +80,7 @@ def crosscheck(session: nox.Session) -> None:
 @nox.session
 def gate_calibration(session: nox.Session) -> None:
     """False alarms and detection of `compare` and `ab`, measured here (the README's figures;
-    about two hours on 2 cores; a second call continues where the first stopped)."""
+    several hours on 2 cores, about 4 of them for ab; a second call continues where the first
+    stopped)."""
     _install(session)
     session.run("python", "benchmarks/gate_calibration.py", *session.posargs)
