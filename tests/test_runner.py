@@ -99,12 +99,13 @@ def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled by the runner
 
     suite = fast_suite(archs=("rnn", "gru"))
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN where pytest runs in the background
     status, runner, store = run(suite, tmp_path, on_event)
     assert status == "interrupted"
     rows = store.rows(runner.run_id)
     assert len(rows) == 1 and rows[0].status == "ok"
     assert store.runs()[-1].status == "interrupted"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler, restored
 
 
 def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -> None:
