@@ -364,7 +364,8 @@ def summary(out: Path) -> str:
     pairs = [e["pairs"] for e in entries]
     target = [e for e in slow if _trial_slowdown(e) >= 1.25]
     smaller = [e for e in slow if _trial_slowdown(e) < 1.25]
-    busy = " or ".join(f"{b:g}" for b in sorted({e.get("busy", BUSY) for e in slow}))
+    levels = sorted({e["busy"] for e in slow})  # the hog's busy share, set before each trial
+    busy = " or ".join(f"{level:g}" for level in levels)
     lines += [
         "## `carbonbench ab` (default pairs: 6, looking again at 10 and 16 while borderline; "
         "ABBA, one round per run)",
@@ -380,7 +381,7 @@ def summary(out: Path) -> str:
     ]
     # by the hog's busy share too: grouping by the measured slowdown favours trials whose
     # noise pushed the head up, which the test also sees; the busy share is set beforehand
-    for level in sorted({e["busy"] for e in slow}):
+    for level in levels:
         at = [e for e in slow if e["busy"] == level]
         lines.append(
             f"  - beside a process busy {level:g}: {_rate([e['alarm'] for e in at])}; "
