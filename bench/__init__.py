@@ -22,25 +22,25 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # name -> module that defines it
 _API = {
-    "EnergyMeter": "carbonbench.meter",
-    "Measurement": "carbonbench.meter",
-    "detect_sensors": "carbonbench.sensors",
-    "Sensor": "carbonbench.sensors",
-    "SensorFactory": "carbonbench.sensors",
-    "SensorOptions": "carbonbench.sensors",
-    "Suite": "carbonbench.suite",
-    "Case": "carbonbench.case",
-    "load_suite": "carbonbench.suite",
-    "parse_suite": "carbonbench.suite",
-    "Store": "carbonbench.store",
-    "ResultRow": "carbonbench.store",
-    "RunRecord": "carbonbench.store",
-    "CarbonSettings": "carbonbench.carbon",
-    "resolve_carbon": "carbonbench.carbon",
-    "estimate": "carbonbench.estimate",
-    "summarise": "carbonbench.summary",
-    "track": "carbonbench.tracking",
-    "Tracker": "carbonbench.tracking",
+    "EnergyMeter": "carbonbench.energy.meter",
+    "Measurement": "carbonbench.energy.meter",
+    "detect_sensors": "carbonbench.energy.sensors",
+    "Sensor": "carbonbench.energy.sensors",
+    "SensorFactory": "carbonbench.energy.sensors",
+    "SensorOptions": "carbonbench.energy.sensors",
+    "Suite": "carbonbench.suites.suite",
+    "Case": "carbonbench.suites.case",
+    "load_suite": "carbonbench.suites.suite",
+    "parse_suite": "carbonbench.suites.suite",
+    "Store": "carbonbench.results.store",
+    "ResultRow": "carbonbench.results.store",
+    "RunRecord": "carbonbench.results.store",
+    "CarbonSettings": "carbonbench.energy.carbon",
+    "resolve_carbon": "carbonbench.energy.carbon",
+    "estimate": "carbonbench.analysis.estimate",
+    "summarise": "carbonbench.analysis.summary",
+    "track": "carbonbench.integrations.tracking",
+    "Tracker": "carbonbench.integrations.tracking",
     "CarbonbenchError": "carbonbench.errors",
     "InputError": "carbonbench.errors",
 }
@@ -90,16 +90,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from carbonbench import estimate
-    from carbonbench.carbon import CarbonSettings
-    from carbonbench.carbon import resolve as resolve_carbon
-    from carbonbench.case import Case
+    from carbonbench.analysis import estimate
+    from carbonbench.analysis.summary import summarise
+    from carbonbench.energy.carbon import CarbonSettings
+    from carbonbench.energy.carbon import resolve as resolve_carbon
+    from carbonbench.energy.meter import EnergyMeter, Measurement
+    from carbonbench.energy.sensors import Sensor, SensorFactory, SensorOptions, detect_sensors
     from carbonbench.errors import CarbonbenchError, InputError
-    from carbonbench.meter import EnergyMeter, Measurement
-    from carbonbench.sensors import Sensor, SensorFactory, SensorOptions, detect_sensors
-    from carbonbench.store import ResultRow, RunRecord, Store
-    from carbonbench.suite import Suite
-    from carbonbench.suite import load as load_suite
-    from carbonbench.suite import parse as parse_suite
-    from carbonbench.summary import summarise
-    from carbonbench.tracking import Tracker, track
+    from carbonbench.integrations.tracking import Tracker, track
+    from carbonbench.results.store import ResultRow, RunRecord, Store
+    from carbonbench.suites.case import Case
+    from carbonbench.suites.suite import Suite
+    from carbonbench.suites.suite import load as load_suite
+    from carbonbench.suites.suite import parse as parse_suite

@@ -30,9 +30,9 @@ from rich.console import Console
 from rich.table import Table
 
 from carbonbench import models
-from carbonbench.meter import EnergyMeter
-from carbonbench.sensors import detect_sensors
-from carbonbench.workloads import Workload, make_workload
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import detect_sensors
+from carbonbench.execution.workloads import Workload, make_workload
 
 J_PER_KWH = 3.6e6
 

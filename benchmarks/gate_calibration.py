@@ -116,7 +116,7 @@ def compare_series(out: Path, runs: int, slow_every: int, busy: float) -> None:
 
 def compare_trials(out: Path) -> list[dict]:
     """Every A/A and slowdown trial of the series, judged without and with history."""
-    from carbonbench.compare import compare, load_side
+    from carbonbench.analysis.compare import compare, load_side
 
     db = out / "compare.sqlite"
     runs = [r for r in recorded(out) if r["kind"] == "compare-run"]
@@ -251,8 +251,8 @@ def ab_trials(out: Path, aa: int, slow: int, busy: float = AB_BUSY) -> None:
 
 def ab_pairs(out: Path) -> list[tuple[list, list]]:
     """(base, head) measured values of each A/A comparison's first look (its default pairs)."""
-    from carbonbench.ab import PAIRS, measured
-    from carbonbench.store import Store
+    from carbonbench.analysis.ab import PAIRS, measured
+    from carbonbench.results.store import Store
 
     trials = [r for r in recorded(out) if r["kind"] == "ab" and r["trial"] == "aa"]
     if not trials:
@@ -277,8 +277,8 @@ def caught_by_rule(s: float, pairs: int, cases: int = 2, threshold: float = 0.05
     by ``pairs`` pairs at per-pair noise ``s``: (1 + t) exp((q + 1.3) s / sqrt(n))."""
     from scipy import stats
 
-    from carbonbench.ab import AbPlan
-    from carbonbench.gate import ALPHA
+    from carbonbench.analysis.ab import AbPlan
+    from carbonbench.analysis.gate import ALPHA
 
     looks = AbPlan([], [], [], Path("-")).looks
     q = float(stats.t.ppf(1 - ALPHA / cases / looks, pairs - 1))
@@ -356,7 +356,7 @@ def summary(out: Path) -> str:
         "",
     ]
     entries = [r for r in recorded(out) if r["kind"] == "ab"]
-    from carbonbench.ab import PAIRS
+    from carbonbench.analysis.ab import PAIRS
 
     noise = pair_noise(ab_pairs(out))
     aa = [e for e in entries if e["trial"] == "aa"]

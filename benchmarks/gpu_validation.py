@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from carbonbench.meter import EnergyMeter
-from carbonbench.sensors import NvmlSensor
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import NvmlSensor
 
 
 class SampledNvml(NvmlSensor):

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from carbonbench.reports.html import render
-from carbonbench.store import ResultRow, Store
+from carbonbench.results.store import ResultRow, Store
 
 ARCHS = ("rnn", "lstm", "gru", "transformer", "seq2seq-lstm", "gpt")
 PHASES = ("train", "infer", "prefill", "decode", "train-to-target")

@@ -30,8 +30,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from carbonbench.meter import EnergyMeter
-from carbonbench.sensors import (
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import (
     ModelledCpuSensor,
     ModelledRamSensor,
     NvmlSensor,

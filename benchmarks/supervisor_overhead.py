@@ -3,7 +3,7 @@
 For the smoke suite (or the cases ``--arch``/``--phase`` select), prints:
   worker start s        a worker with nothing to measure: process start, imports (torch),
                         sensor detection, reporting ready (median of --starts tries)
-  in-process s          one round of the cases in this process (carbonbench.runner.Runner)
+  in-process s          one round of the cases in this process (carbonbench.execution.runner.Runner)
   supervised s          one round through the supervisor: one worker, the same cases
   overhead s / round    supervised - in-process: what each round adds
   overhead %            of the in-process round
@@ -29,14 +29,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from carbonbench.carbon import resolve
-from carbonbench.meter import EnergyMeter
-from carbonbench.runner import Runner, RunOptions, new_run_id
-from carbonbench.sensors import detect_sensors
-from carbonbench.store import Store
-from carbonbench.suite import load, narrow
-from carbonbench.supervisor import WORKER, Supervisor
-from carbonbench.worker import Job
+from carbonbench.energy.carbon import resolve
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import detect_sensors
+from carbonbench.execution.runner import Runner, RunOptions, new_run_id
+from carbonbench.execution.supervisor import WORKER, Supervisor
+from carbonbench.execution.worker import Job
+from carbonbench.results.store import Store
+from carbonbench.suites.suite import load, narrow
 
 
 def worker_start(tmp: Path, suite, carbon) -> float:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from carbonbench.store import ResultRow, RunRecord, Store, StoreError
-from carbonbench.suite import case_order
-from carbonbench.summary import summarise
+from carbonbench.analysis.summary import summarise
+from carbonbench.results.store import ResultRow, RunRecord, Store, StoreError
+from carbonbench.suites.suite import case_order
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from carbonbench.reports.data import modelled_domains
-from carbonbench.store import RunRecord
+from carbonbench.results.store import RunRecord
 
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 DOMAIN_COLOURS = {"gpu": "#2f6fdf", "cpu": "#e07b39", "dram": "#8a5cc2", "ram": "#8a5cc2"}
@@ -226,9 +226,9 @@ def power_timeline(case_rows: pd.DataFrame) -> go.Figure:
 
 def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
     """Energy per token per case across runs. A case with enough history has its change
-    points marked (``carbonbench.changes``: where it moved to a new level and stayed, red up,
+    points marked (``carbonbench.analysis.changes``: where it moved to a new level and stayed, red up,
     green down); a shorter one, its moves beyond ``change`` from the previous run (triangles)."""
-    from carbonbench.changes import MIN_HISTORY, change_points
+    from carbonbench.analysis.changes import MIN_HISTORY, change_points
 
     order = {r.run_id: i for i, r in enumerate(runs)}
     meta = {r.run_id: r for r in runs}

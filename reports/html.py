@@ -15,12 +15,12 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from carbonbench import __version__
-from carbonbench.carbon import J_PER_KWH, equivalents
-from carbonbench.estimate import from_measurement
-from carbonbench.outputs import check_writable, write_text
+from carbonbench.analysis.estimate import from_measurement
+from carbonbench.energy.carbon import J_PER_KWH, equivalents
 from carbonbench.reports import figures
 from carbonbench.reports.data import ReportData, energy_by_method, load, modelled_domains
-from carbonbench.store import RunRecord
+from carbonbench.results.outputs import check_writable, write_text
+from carbonbench.results.store import RunRecord
 
 CONFIG = {"displaylogo": False, "responsive": True}
 

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from carbonbench.carbon import resolve
-from carbonbench.meter import EnergyMeter
-from carbonbench.runner import Runner
-from carbonbench.sensors import ModelledCpuSensor, ModelledRamSensor
-from carbonbench.store import ResultRow, Store
-from carbonbench.suite import parse
+from carbonbench.energy.carbon import resolve
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import ModelledCpuSensor, ModelledRamSensor
+from carbonbench.execution.runner import Runner
+from carbonbench.results.store import ResultRow, Store
+from carbonbench.suites.suite import parse
 
 FAST = """
 [suite]

@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from carbonbench.ab import Ab, AbPlan, Pair, order, paired_comparison
+from carbonbench.analysis.ab import Ab, AbPlan, Pair, order, paired_comparison
+from carbonbench.analysis.compare import Thresholds
+from carbonbench.analysis.gate import judge_pairs
 from carbonbench.cli import main
-from carbonbench.compare import Thresholds
-from carbonbench.gate import judge_pairs
-from carbonbench.store import Store
+from carbonbench.results.store import Store
 from tests.helpers import fast_suite
 
 STAND_IN = shlex.join([sys.executable, "-m", "tests.examples.stand_in"])

@@ -16,7 +16,7 @@ def test_public_api_names_resolve() -> None:
     for name in carbonbench.__all__:
         assert getattr(carbonbench, name) is not None, name
     assert carbonbench.load_suite("smoke").name == "smoke"
-    assert carbonbench.estimate.from_hardware  # the module, for its several entry points
+    assert carbonbench.analysis.estimate.from_hardware  # the module, for its several entry points
     assert issubclass(carbonbench.InputError, ValueError)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         carbonbench.nope  # noqa: B018

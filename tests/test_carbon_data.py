@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from carbonbench.carbon import J_PER_KWH, equivalents, resolve
-from carbonbench.data import BOS, CorpusSource, MarkovSource, ReversalTask, target_loss
+from carbonbench.energy.carbon import J_PER_KWH, equivalents, resolve
+from carbonbench.execution.data import BOS, CorpusSource, MarkovSource, ReversalTask, target_loss
 
 
 def test_intensity_from_each_source() -> None:

@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from carbonbench.changes import change_points
+from carbonbench.analysis.changes import change_points
 from carbonbench.cli import main
-from carbonbench.store import Store
+from carbonbench.results.store import Store
 from tests.helpers import begin_run, row
 
 

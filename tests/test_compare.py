@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from carbonbench.cli import main
-from carbonbench.compare import (
+from carbonbench.analysis.compare import (
     CompareError,
     Side,
     Thresholds,
@@ -17,8 +16,9 @@ from carbonbench.compare import (
     load_thresholds,
     markdown,
 )
-from carbonbench.gate import judge_exact, judge_pairs, judge_runs
-from carbonbench.store import Store
+from carbonbench.analysis.gate import judge_exact, judge_pairs, judge_runs
+from carbonbench.cli import main
+from carbonbench.results.store import Store
 from tests.helpers import row
 
 HARDWARE = {"cpu": "Test CPU", "gpus": ["H100"]}

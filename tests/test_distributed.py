@@ -13,19 +13,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from carbonbench import distributed
-from carbonbench.carbon import resolve
 from carbonbench.cli import main
-from carbonbench.distributed import (
+from carbonbench.energy.carbon import resolve
+from carbonbench.energy.meter import Measurement
+from carbonbench.execution import distributed
+from carbonbench.execution.distributed import (
     DdpCoordinator,
     Topology,
     launch,
     topology_from_env,
     training_only,
 )
-from carbonbench.meter import Measurement
-from carbonbench.runner import JobFailed, RunOptions
-from carbonbench.store import Store
+from carbonbench.execution.runner import JobFailed, RunOptions
+from carbonbench.results.store import Store
 from tests.helpers import fast_suite
 
 
@@ -117,12 +117,12 @@ def _fail_on_rank_1(local_rank: int, nproc: int, port: int, args: tuple) -> None
     """A spawned rank whose first workload raises on rank 1 only (a fault injected by the
     test, as an out-of-memory error on one GPU would)."""
     if local_rank == 1:
-        import carbonbench.runner
+        import carbonbench.execution.runner
 
         def broken(*a, **k):
             raise RuntimeError("injected on one rank")
 
-        carbonbench.runner.make_workload = broken
+        carbonbench.execution.runner.make_workload = broken
     distributed._spawned(local_rank, nproc, port, args)
 
 
@@ -159,7 +159,7 @@ def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> N
         def join(self) -> bool:
             raise mp.ProcessRaisedException(
                 "\n\n-- Process 1 terminated with the following error:\nTraceback ...\n"
-                "carbonbench.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
+                "carbonbench.execution.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
                 1,
                 1234,
             )
@@ -167,7 +167,7 @@ def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> N
     monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: Failed())
     suite = training_only(fast_suite())
     with pytest.raises(
-        JobFailed, match=r"^run \S+: carbonbench.runner.JobFailed: rank 1 failed.*boom$"
+        JobFailed, match=r"^run \S+: carbonbench.execution.runner.JobFailed: rank 1 failed.*boom$"
     ):
         launch(2, suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions())
 

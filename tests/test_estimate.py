@@ -17,9 +17,15 @@ import statistics
 
 import pytest
 
-from carbonbench.carbon import resolve
+from carbonbench.analysis.estimate import (
+    embodied,
+    from_compute,
+    from_hardware,
+    gpu_power,
+    job_flops,
+)
 from carbonbench.cli import main
-from carbonbench.estimate import embodied, from_compute, from_hardware, gpu_power, job_flops
+from carbonbench.energy.carbon import resolve
 
 G_PER_LB = 453.59237
 STRUBELL = resolve(intensity=0.954 * G_PER_LB, pue=1.58)

@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from carbonbench import models, sensors
+from carbonbench import models
 from carbonbench.cli import main
-from carbonbench.meter import EnergyMeter
+from carbonbench.energy import sensors
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import detect_sensors, modelled
 from carbonbench.models.flops import analytic_flops, count_flops
-from carbonbench.sensors import detect_sensors, modelled
 from tests.examples import hwmon_energy
 from tests.examples.mlp_lm import MLP_LM
 from tests.helpers import fast_suite, run

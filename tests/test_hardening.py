@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from carbonbench.analysis.compare import CompareError, compare, side_from_benchmark_json
 from carbonbench.cli import main
-from carbonbench.compare import CompareError, compare, side_from_benchmark_json
-from carbonbench.store import Store, StoreError
-from carbonbench.suite import SuiteError, load, narrow, parse
+from carbonbench.results.store import Store, StoreError
+from carbonbench.suites.suite import SuiteError, load, narrow, parse
 from tests.helpers import begin_run, fast_suite, row
 
 

@@ -11,7 +11,7 @@ import torch
 
 from carbonbench import models
 from carbonbench.cli import main
-from carbonbench.data import MarkovSource, MaskingTask
+from carbonbench.execution.data import MarkovSource, MaskingTask
 from carbonbench.models.registry import ARCHITECTURES
 from tests.helpers import fast_suite, run
 

@@ -83,7 +83,7 @@ def test_wheel_installs_beside_a_project_with_bench_models_and_reports(tmp_path)
         "carbonbench/reports/templates/report.html.j2",
         "carbonbench/models/registry.py",
         "carbonbench/cli/run.py",
-        "carbonbench/sensors/nvml.py",
+        "carbonbench/energy/sensors/nvml.py",
     ):
         assert packaged in names
 

@@ -9,9 +9,9 @@ import psutil
 import pytest
 import torch
 
-from carbonbench.meter import EnergyMeter
-from carbonbench.sensors import ModelledCpuSensor, ModelledRamSensor, Sensor
-from carbonbench.sensors.modelled import DEFAULT_W_PER_CPU, lookup_tdp
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import ModelledCpuSensor, ModelledRamSensor, Sensor
+from carbonbench.energy.sensors.modelled import DEFAULT_W_PER_CPU, lookup_tdp
 
 
 class ConstantPower(Sensor):

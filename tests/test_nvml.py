@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from carbonbench.meter import EnergyMeter
-from carbonbench.sensors import NvmlSensor, SensorUnavailable, detect_sensors
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import NvmlSensor, SensorUnavailable, detect_sensors
 
 
 @dataclass

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from carbonbench.carbon import resolve
-from carbonbench.case import Case
-from carbonbench.coordination import SOLO
-from carbonbench.meter import EnergyMeter
-from carbonbench.recorder import Recorder
-from carbonbench.runner import CaseRunner
-from carbonbench.sensors import ModelledCpuSensor
-from carbonbench.store import Store
+from carbonbench.energy.carbon import resolve
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import ModelledCpuSensor
+from carbonbench.execution.coordination import SOLO
+from carbonbench.execution.runner import CaseRunner
+from carbonbench.results.recorder import Recorder
+from carbonbench.results.store import Store
+from carbonbench.suites.case import Case
 from tests.helpers import begin_run, fast_suite
 
 CASE = Case("gpt", "tiny", "fused", "train", 2, 8, "cpu", "float32")
@@ -23,7 +23,7 @@ CASE = Case("gpt", "tiny", "fused", "train", 2, 8, "cpu", "float32")
 
 def test_provenance_of_the_host_needs_no_torch() -> None:
     code = (
-        "import sys; from carbonbench.provenance import host; h = host(); "
+        "import sys; from carbonbench.energy.provenance import host; h = host(); "
         "print(sorted(h), 'torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

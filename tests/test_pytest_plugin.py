@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from carbonbench.cli import main
-from carbonbench.compare import (  # before pytester's module snapshot
+from carbonbench.analysis.compare import (  # before pytester's module snapshot
     compare,
     side_from_benchmark_json,
 )
+from carbonbench.cli import main
 
 BENCH = """
 def work():

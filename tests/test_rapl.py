@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from carbonbench.meter import EnergyMeter
-from carbonbench.sensors import RaplSensor, SensorUnavailable, detect_sensors
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import RaplSensor, SensorUnavailable, detect_sensors
 from tests.helpers import MAX_RANGE_UJ, make_powercap, make_zone
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from carbonbench.carbon import resolve
 from carbonbench.cli import main
-from carbonbench.meter import EnergyMeter
+from carbonbench.energy.carbon import resolve
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import ModelledCpuSensor, ModelledRamSensor
+from carbonbench.execution.runner import Runner, RunOptions
 from carbonbench.reports.html import render
-from carbonbench.runner import Runner, RunOptions
-from carbonbench.sensors import ModelledCpuSensor, ModelledRamSensor
-from carbonbench.store import Store, StoreError
+from carbonbench.results.store import Store, StoreError
 from tests.helpers import fast_suite
 
 LABEL = '<script>alert("label")</script>&'
@@ -28,7 +28,7 @@ def store_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("report") / "r.sqlite"
     text = fast_suite(archs=("gpt", "lstm"), phases=("train", "infer")).text
     text = text.replace('impl = ["fused"]', 'impl = ["reference", "fused"]')
-    from carbonbench.suite import parse
+    from carbonbench.suites.suite import parse
 
     suite = parse(text, "fast.toml")
     for label in ("night 1", LABEL):

@@ -11,18 +11,18 @@ import pandas as pd
 import pytest
 import torch
 
-import carbonbench.runner as runner_module
-from carbonbench import workloads
-from carbonbench.carbon import resolve
+import carbonbench.execution.runner as runner_module
+from carbonbench.analysis.summary import summarise
 from carbonbench.cli import main
-from carbonbench.meter import EnergyMeter
+from carbonbench.energy.carbon import resolve
+from carbonbench.energy.meter import EnergyMeter
+from carbonbench.energy.sensors import ModelledCpuSensor, ModelledRamSensor
+from carbonbench.execution import workloads
+from carbonbench.execution.runner import Runner, RunOptions
+from carbonbench.execution.workloads import make_workload
 from carbonbench.models import build
-from carbonbench.runner import Runner, RunOptions
-from carbonbench.sensors import ModelledCpuSensor, ModelledRamSensor
-from carbonbench.store import Store
-from carbonbench.suite import narrow
-from carbonbench.summary import summarise
-from carbonbench.workloads import make_workload
+from carbonbench.results.store import Store
+from carbonbench.suites.suite import narrow
 from tests.helpers import fast_suite, run
 
 

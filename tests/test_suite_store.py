@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from carbonbench.store import APPLICATION_ID, ResultRow, Store, StoreError
-from carbonbench.suite import SuiteError, load, narrow, parse
+from carbonbench.results.store import APPLICATION_ID, ResultRow, Store, StoreError
+from carbonbench.suites.suite import SuiteError, load, narrow, parse
 from tests.helpers import row
 
 MINIMAL = """

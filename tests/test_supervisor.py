@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from carbonbench.carbon import resolve
+from carbonbench.analysis.summary import summarise
 from carbonbench.cli import main
-from carbonbench.metrics import round_metrics
-from carbonbench.runner import RunOptions, new_run_id
-from carbonbench.store import Store
-from carbonbench.suite import parse
-from carbonbench.summary import summarise
-from carbonbench.supervisor import Supervisor, plan_rounds
+from carbonbench.energy.carbon import resolve
+from carbonbench.execution.runner import RunOptions, new_run_id
+from carbonbench.execution.supervisor import Supervisor, plan_rounds
+from carbonbench.results.metrics import round_metrics
+from carbonbench.results.store import Store
+from carbonbench.suites.suite import parse
 from tests.helpers import fast_suite, row
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import pytest
 import carbonbench
 from carbonbench import models
 from carbonbench.cli import main
-from carbonbench.store import Store
+from carbonbench.results.store import Store
 
 
 def test_measure_passes_output_and_exit_status_through_and_stores_a_run(tmp_path) -> None:
@@ -141,7 +141,7 @@ def test_a_module_path_names_an_architecture(tmp_path, capsys) -> None:
 
 
 def test_flops_the_counter_cannot_see_are_stored_as_unknown(tmp_path, capsys) -> None:
-    from carbonbench.summary import summarise
+    from carbonbench.analysis.summary import summarise
     from tests.helpers import fast_suite, run
 
     suite = fast_suite(archs=("tests.examples.bigram:BIGRAM",), phases=("train", "infer"))

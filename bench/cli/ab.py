@@ -85,12 +85,12 @@ def _command(text: str, side: str) -> list[str]:
 def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from carbonbench.ab import METHOD, METRICS, Ab, AbPlan, Interrupted
+    from carbonbench.analysis.ab import METHOD, METRICS, Ab, AbPlan, Interrupted
+    from carbonbench.analysis.compare import METRICS as KNOWN
+    from carbonbench.analysis.compare import load_thresholds, markdown
     from carbonbench.cli.compare import print_comparison
-    from carbonbench.compare import METRICS as KNOWN
-    from carbonbench.compare import load_thresholds, markdown
-    from carbonbench.outputs import check_writable, write_text
-    from carbonbench.store import Store
+    from carbonbench.results.outputs import check_writable, write_text
+    from carbonbench.results.store import Store
 
     if args.markdown:
         check_writable(args.markdown, "Markdown summary")

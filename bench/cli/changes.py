@@ -1,5 +1,5 @@
 """``carbonbench changes``: change points in the store's nightly history, per case and metric
-(E-divisive means with a permutation test; see ``carbonbench.changes``)."""
+(E-divisive means with a permutation test; see ``carbonbench.analysis.changes``)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from carbonbench.changes import MIN_HISTORY, find_changes
-    from carbonbench.metrics import STATISTICAL
-    from carbonbench.store import Store
+    from carbonbench.analysis.changes import MIN_HISTORY, find_changes
+    from carbonbench.results.metrics import STATISTICAL
+    from carbonbench.results.store import Store
 
     if args.metric not in STATISTICAL:
         raise InputError(f"unknown metric {args.metric!r}; valid: {', '.join(STATISTICAL)}")

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from carbonbench.store import DEFAULT_DB
+from carbonbench.results.store import DEFAULT_DB
 
 
 def number(text: str) -> float:

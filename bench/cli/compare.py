@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from carbonbench.compare import compare, load_side, load_thresholds, markdown
-    from carbonbench.outputs import check_writable, write_text
+    from carbonbench.analysis.compare import compare, load_side, load_thresholds, markdown
+    from carbonbench.results.outputs import check_writable, write_text
 
     if args.markdown:
         check_writable(args.markdown, "Markdown summary")
@@ -73,7 +73,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def print_comparison(console: Console, result, *, show_all: bool, method: str | None = None):
     """The verdicts as a table (unchanged ones only with ``show_all``), then what else to know."""
-    from carbonbench.compare import METHOD, change_text, evidence
+    from carbonbench.analysis.compare import METHOD, change_text, evidence
 
     table = Table(title=f"{result.baseline} → {result.current}")
     columns = ("case", "metric", "baseline", "current", "change [interval]", "p", "evidence")

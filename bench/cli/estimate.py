@@ -10,8 +10,8 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from carbonbench.carbon import resolve
 from carbonbench.cli.common import add_carbon_arguments, add_db_argument, number
+from carbonbench.energy.carbon import resolve
 from carbonbench.errors import InputError
 
 NAME = "estimate"
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from carbonbench import estimate as est
+    from carbonbench.analysis import estimate as est
 
     carbon = resolve(
         intensity=args.carbon_intensity, country=args.country, cloud=args.cloud, pue=args.pue

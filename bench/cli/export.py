@@ -12,7 +12,7 @@ HELP = "write stored results as CSV, Parquet or JSON"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from carbonbench.export import FORMATS
+    from carbonbench.results.export import FORMATS
 
     add_db_argument(parser)
     parser.add_argument("--run", metavar="REF", help="run id, latest or latest~N (default: all)")
@@ -21,8 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from carbonbench.export import write_rows
-    from carbonbench.store import Store
+    from carbonbench.results.export import write_rows
+    from carbonbench.results.store import Store
 
     with Store(args.db, create=False, readonly=True) as store:
         run_id = store.resolve(args.run) if args.run else None

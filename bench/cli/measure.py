@@ -29,8 +29,8 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from carbonbench.carbon import resolve
-    from carbonbench.tracking import run_command
+    from carbonbench.energy.carbon import resolve
+    from carbonbench.integrations.tracking import run_command
 
     argv = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not argv:

@@ -75,10 +75,10 @@ class WattsColumn(ProgressColumn):
 
 def _plan(args: argparse.Namespace):
     """(suite, carbon, options) from the command line, or from the run to resume."""
-    from carbonbench.carbon import resolve
-    from carbonbench.resume import plan_resume
-    from carbonbench.runner import RunOptions
-    from carbonbench.suite import load, narrow
+    from carbonbench.energy.carbon import resolve
+    from carbonbench.execution.resume import plan_resume
+    from carbonbench.execution.runner import RunOptions
+    from carbonbench.suites.suite import load, narrow
 
     if args.resume is not None:
         names = ("suite", *FILTERS, "label", "nproc", "corpus", "cpu_tdp", "rounds")
@@ -133,7 +133,7 @@ def _plan(args: argparse.Namespace):
 def _check_corpus(path: str, suite) -> None:
     """Refused before the run, not as a run of failed cases: a corpus that cannot be read or
     is shorter than the longest sequence a case needs."""
-    from carbonbench.data import CorpusSource
+    from carbonbench.execution.data import CorpusSource
 
     corpus = CorpusSource(path)  # reads it; unreadable or too short: one line
     longest = max(c.seq_len for c in suite.cases) + 1
@@ -145,7 +145,7 @@ def _check_corpus(path: str, suite) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from carbonbench.distributed import topology_from_env
+    from carbonbench.execution.distributed import topology_from_env
 
     suite, carbon, options, rounds = _plan(args)
     console = Console(stderr=args.json)
@@ -158,8 +158,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _distributed(args, console, suite, carbon, options, topology) -> int:
-    from carbonbench.distributed import launch, run_rank, training_only
-    from carbonbench.runner import JobFailed
+    from carbonbench.execution.distributed import launch, run_rank, training_only
+    from carbonbench.execution.runner import JobFailed
 
     suite = training_only(suite)
     if not suite.cases:
@@ -182,8 +182,8 @@ def _distributed(args, console, suite, carbon, options, topology) -> int:
 
 def _supervised(args, console, suite, carbon, options, rounds) -> int:
     """Rounds of worker processes, with a progress bar: round, case, time left."""
-    from carbonbench.runner import new_run_id
-    from carbonbench.supervisor import Supervisor
+    from carbonbench.execution.runner import new_run_id
+    from carbonbench.execution.supervisor import Supervisor
 
     supervisor = Supervisor(
         suite,
@@ -248,8 +248,8 @@ def _supervised(args, console, suite, carbon, options, rounds) -> int:
 
 def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:
     """The summary of a run from its stored rows (a distributed run's rank 0 wrote them)."""
-    from carbonbench.store import Store
-    from carbonbench.suite import case_order
+    from carbonbench.results.store import Store
+    from carbonbench.suites.suite import case_order
 
     with Store(args.db, create=False, readonly=True) as store:
         rows = store.rows(run_id)
@@ -261,7 +261,7 @@ def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbo
 def _print_result(
     console: Console, args, run_id: str, status: str, rows, carbon, order=None
 ) -> int:
-    from carbonbench.summary import summarise
+    from carbonbench.analysis.summary import summarise
 
     cases = [case.to_dict() for case in summarise(rows, order)]
     result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": cases}

@@ -21,7 +21,7 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from carbonbench.store import Store
+    from carbonbench.results.store import Store
 
     with Store(args.db, create=False, readonly=True) as store:
         runs = store.runs()

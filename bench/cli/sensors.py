@@ -27,9 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from carbonbench.meter import EnergyMeter
-    from carbonbench.sensors import SensorOptions, detect_sensors
-    from carbonbench.sensors.diagnosis import diagnose
+    from carbonbench.energy.meter import EnergyMeter
+    from carbonbench.energy.sensors import SensorOptions, detect_sensors
+    from carbonbench.energy.sensors.diagnosis import diagnose
 
     if not args.seconds > 0:
         raise InputError(f"--seconds must be positive, got {args.seconds}")

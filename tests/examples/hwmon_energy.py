@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from carbonbench.sensors import Diagnostic, Method, Sensor, SensorFactory, SensorUnavailable
+from carbonbench.energy.sensors import Diagnostic, Method, Sensor, SensorFactory, SensorUnavailable
 
 
 def hwmon_root() -> Path:

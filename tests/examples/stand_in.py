@@ -15,7 +15,7 @@ import json
 import sys
 import uuid
 
-from carbonbench.store import ResultRow, Store
+from carbonbench.results.store import ResultRow, Store
 
 CASES = ("gpt/tiny/train", "gpt/tiny/infer")
 

@@ -1,0 +1,2 @@
+"""Analysis of stored results: summaries, the regression gate (``compare``, ``ab``), change
+points over nightly history and projections (``estimate``). Reads the store, never measures."""

@@ -1,0 +1,394 @@
+"""Measuring cases in this process: each case warmed up, measured in sized windows, written
+row by row. A worker process runs one round of a run this way (``carbonbench.execution.worker``); a
+distributed rank runs its share with a ``DdpCoordinator``; tests and scripts may run a suite
+in-process with ``Runner``.
+
+A case that fails (exception, out of memory, NaN loss, timeout) becomes a ``failed`` row and
+the next case goes on. An interrupt (Ctrl-C, or the supervisor's SIGINT) stops after the current
+window; every finished row is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+
+from carbonbench.energy.carbon import CarbonSettings
+from carbonbench.energy.meter import EnergyMeter, Measurement
+from carbonbench.energy.provenance import host, measured_by
+from carbonbench.errors import CarbonbenchError
+from carbonbench.execution.coordination import SOLO, CaseFailed, Solo
+from carbonbench.execution.data import target_loss
+from carbonbench.execution.workloads import Work, Workload, make_workload
+from carbonbench.models import build, count_parameters
+from carbonbench.results.recorder import Recorder, begin, downsample, now
+from carbonbench.results.store import ResultRow, Store
+from carbonbench.suites.case import Case
+from carbonbench.suites.suite import Suite
+
+__all__ = ["CaseFailed", "CaseRunner", "JobFailed", "RunOptions", "Runner", "new_run_id"]
+
+
+class JobFailed(RuntimeError):
+    """A distributed run cannot go on: one process failed where the others cannot follow."""
+
+
+@dataclass
+class RunOptions:
+    label: str | None = None
+    corpus: str | None = None
+    seed: int = 0
+    cpu_tdp_w: float | None = None
+    filters: dict[str, list[str]] = field(default_factory=dict)  # stored: --resume reapplies
+    resume: str | None = None  # the id of a stopped run to add the remaining cases to
+    rounds: int | None = None  # --rounds: overrides the suite's
+
+    def stored(self) -> dict[str, Any]:
+        """What else decides the numbers, for a reader and for ``--resume``."""
+        return {"corpus": self.corpus, "cpu_tdp_w": self.cpu_tdp_w, "seed": self.seed}
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+class Interrupt:
+    """First SIGINT: finish the current window, then stop. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def failure_message(error: BaseException) -> str:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return f"out of memory: {str(error).splitlines()[0]}"
+    if isinstance(error, CaseFailed | CarbonbenchError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class CaseRunner:
+    """Measures one case at a time in this process, with the meter it is given."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        meter: EnergyMeter,
+        recorder: Recorder,
+        options: RunOptions | None = None,
+        coordinator: Solo = SOLO,
+        interrupt: Interrupt | None = None,
+    ) -> None:
+        self.suite, self.meter, self.recorder = suite, meter, recorder
+        self.options = options or RunOptions()
+        self.coordinator = coordinator
+        self.interrupt = interrupt or Interrupt()
+
+    def run_case(self, case: Case, round: int = 0) -> bool:
+        """Measure one case; False if it failed (its failure is recorded as a row)."""
+        started = time.perf_counter()
+        params = None
+        c = self.coordinator
+        try:
+            device = c.device_for(case)
+            torch.manual_seed(self.options.seed)
+            model = build(case.arch, case.size, case.impl).to(device)
+            params = count_parameters(model)
+            workload = make_workload(
+                model,
+                case.phase,
+                batch=case.batch,
+                seq_len=case.seq_len,
+                device=device,
+                dtype=case.dtype,
+                corpus=self.options.corpus,
+                new_tokens=self.suite.measure.new_tokens,
+                seed=self.options.seed + c.rank,  # each process of a distributed run its data
+                forward=c.prepare(model, device),
+            )
+            workload.work = c.scale(workload.work)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            if case.phase == "train-to-target":
+                self._to_target(case, round, workload, device, params, started)
+            else:
+                self._repeats(case, round, workload, device, params, started)
+            return True
+        except Exception as error:  # recorded, and the suite goes on
+            message = failure_message(error)
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            self.recorder.failed(case, round, message, params)
+            c.after_failure(case, error, message)
+            return False
+
+    def _check_time(self, started: float, between_windows: bool = False) -> None:
+        """Fail the case once it has run past its timeout."""
+        limit = self.suite.measure.case_timeout_s
+        late = time.perf_counter() - started > limit
+        if between_windows:
+            late = self.coordinator.agree_flag(late)
+        elif not self.coordinator.check_every_step():
+            return
+        if late:
+            message = f"timed out: the case ran past case_timeout_s = {limit:g} s"
+            raise CaseFailed(message, agreed=between_windows)
+
+    def _steps(self, workload: Workload, steps: int, device, started: float) -> list:
+        losses = []
+        for _ in range(steps):
+            self._check_time(started)
+            loss = workload.step()
+            if loss is not None:
+                losses.append(loss)
+        _sync(device)
+        return losses
+
+    def _finite_loss(self, losses: list) -> float | None:
+        if not losses:
+            return None
+        stacked = torch.stack(losses).float()
+        if self.coordinator.agree_flag(not bool(torch.isfinite(stacked).all())):
+            raise CaseFailed("loss became NaN or infinite: training diverged", agreed=True)
+        return float(stacked.mean())
+
+    def _measured_row(
+        self,
+        case: Case,
+        round: int,
+        repeat: int,
+        m: Measurement,
+        steps: int,
+        work: Work,
+        params: int | None,
+        device: torch.device,
+        loss: float | None,
+        **extra_values: Any,
+    ) -> ResultRow:
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        row = self.recorder.measured(
+            case,
+            round,
+            repeat,
+            m,
+            params=params,
+            steps=steps,
+            samples=steps * work.samples,
+            tokens=steps * work.tokens,
+            src_tokens=steps * work.src_tokens,
+            flops=steps * work.flops if work.flops else None,  # unknown, never 0
+            flops_method=work.flops_method,
+            loss=loss,
+            peak_memory_bytes=peak,
+            **extra_values,
+        )
+        row.extra.update(self.coordinator.row_extra())
+        return row
+
+    def _repeats(self, case, round, workload: Workload, device, params, started) -> None:
+        measure, c = self.suite.measure, self.coordinator
+        with c.window(self.meter, f"{case.case_id}/{round}/warmup") as warm:
+            warm_steps = max(1, measure.warmup_steps)
+            self._finite_loss(self._steps(workload, warm_steps, device, started))
+        step_s = warm.duration_s / warm_steps
+        steps = max(1, math.ceil(measure.min_window_s / step_s)) if step_s > 0 else 1
+        steps = c.agree(steps)
+        warmup = {
+            "steps": warm_steps,
+            "duration_s": warm.duration_s,
+            "energy_j": warm.total_energy_j,
+            "timeline": downsample(warm),
+        }
+        for repeat in range(measure.repeats):
+            self._check_time(started, between_windows=True)
+            with c.window(self.meter, f"{case.case_id}/{round}/r{repeat}") as m:
+                losses = self._steps(workload, steps, device, started)
+            loss = self._finite_loss(losses)
+            extra = {"warmup": warmup} if repeat == 0 else {}
+            row = self._measured_row(
+                case, round, repeat, m, steps, workload.work, params, device, loss, extra=extra
+            )
+            if c.writes:
+                self.recorder.save(row)
+            if c.agree_flag(self.interrupt.requested):
+                return
+
+    def _to_target(self, case, round, workload: Workload, device, params, started) -> None:
+        t = self.suite.target
+        goal = target_loss(workload.entropy_rate, t.loss_factor, t.loss)
+        assert workload.evaluate is not None
+        steps, reached, val = 0, False, math.inf
+        with self.coordinator.window(self.meter, f"{case.case_id}/{round}/to-target") as m:
+            losses = []
+            while steps < t.max_steps and time.perf_counter() - started < t.max_seconds:
+                losses += self._steps(workload, 1, device, started)
+                steps += 1
+                if steps % t.eval_every == 0:
+                    self._finite_loss(losses[-t.eval_every :])
+                    val = workload.evaluate()
+                    if val <= goal:
+                        reached = True
+                        break
+                if self.interrupt.requested:
+                    break
+        row = self._measured_row(
+            case,
+            round,
+            0,
+            m,
+            steps,
+            workload.work,
+            params,
+            device,
+            val if steps else None,
+            target_loss=goal,
+            reached_target=reached,
+            extra={"entropy_rate": workload.entropy_rate, "eval_every": t.eval_every},
+        )
+        if self.coordinator.writes:
+            self.recorder.save(row)
+
+
+class Runner:
+    """A whole run in this process: every case of the suite, one round, rows stored as they
+    come. No isolation between cases (a crash ends the run): ``carbonbench run`` measures in
+    supervised worker processes instead (``carbonbench.execution.supervisor``); this serves distributed
+    ranks, tests and scripts."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        store: Store | None,
+        meter: EnergyMeter,
+        carbon: CarbonSettings,
+        options: RunOptions | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        coordinator: Solo = SOLO,
+        run_id: str | None = None,
+        round: int = 0,
+        rounds: int = 1,
+    ) -> None:
+        """``round`` > 0 continues the run ``run_id`` (a distributed job's next round)."""
+        self.suite, self.store, self.meter, self.carbon = suite, store, meter, carbon
+        self.options = options or RunOptions()
+        self.on_event = on_event or (lambda kind, info: None)
+        self.coordinator = coordinator
+        self.run_id = run_id or self.options.resume or new_run_id()
+        self.round, self.rounds = round, rounds
+        self.interrupt = Interrupt()
+        self.recorder = Recorder(
+            store if coordinator.writes else None,
+            self.run_id,
+            carbon,
+            coordinator.world_size,
+            on_row=lambda row: self.on_event("row", {"row": row}),
+        )
+        self.cases = CaseRunner(
+            suite, meter, self.recorder, self.options, coordinator, self.interrupt
+        )
+
+    @property
+    def rows(self) -> list[ResultRow]:
+        return self.recorder.rows
+
+    def run(self) -> str:
+        """Measure every case; returns the run's status (ok, failed or interrupted)."""
+        suite, c = self.suite, self.coordinator
+        if self.store is not None:
+            self._begin()
+        status = "ok"
+        try:
+            with self.interrupt.installed():
+                if suite.measure.idle_baseline_s > 0:
+                    self.on_event("idle", {"seconds": suite.measure.idle_baseline_s})
+                    self.meter.idle_baseline(suite.measure.idle_baseline_s)
+                for index, case in enumerate(suite.cases):
+                    if c.agree_flag(self.interrupt.requested):
+                        status = "interrupted"
+                        break
+                    self.on_event("case", {"index": index, "case": case})
+                    if not self.cases.run_case(case, self.round):
+                        status = "failed" if status == "ok" else status
+                if self.interrupt.requested:
+                    status = "interrupted"
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except BaseException:
+            status = "failed"  # e.g. the store could not be written: say so, then raise
+            raise
+        finally:
+            if self.store is not None:
+                self._end(status)
+        return status
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            **host(),
+            **measured_by(self.meter),
+            "carbon": self.carbon.to_dict(),
+            "world_size": self.coordinator.world_size,
+            "filters": self.options.filters,
+            "options": self.options.stored(),
+            "rounds": self.rounds,
+        }
+
+    def _begin(self) -> None:
+        assert self.store is not None
+        begin(
+            self.store,
+            self.run_id,
+            label=self.options.label,
+            suite=self.suite,
+            metadata=self._metadata(),
+            reopen=self.options.resume is not None or self.round > 0,
+        )
+
+    def _end(self, status: str) -> None:
+        assert self.store is not None
+        metadata = self._metadata() | {
+            "idle_w": self.meter.idle_w,
+            "skipped": list(self.suite.skipped),
+            "sampler": {
+                "interval_s": self.meter.interval_s,
+                "reads": self.meter.sampler_reads,
+                "cpu_s": self.meter.sampler_cpu_s,
+            },
+        }
+        if self.options.resume is not None or self.round > 0:  # the whole run's status
+            before = self.store.run(self.run_id)
+            if self.options.resume is not None:
+                metadata["resumed_at"] = [*before.metadata.get("resumed_at", []), now()]
+            if status == "ok" and any(r.status != "ok" for r in self.store.rows(self.run_id)):
+                status = "failed"
+        self.store.end_run(self.run_id, status, now(), metadata)

@@ -1,0 +1,1 @@
+"""carbonbench inside users' work: ``track()`` and ``measure``, the pytest fixture."""

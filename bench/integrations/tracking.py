@@ -1,0 +1,189 @@
+"""Measuring users' own work: a block of their code (``carbonbench.track``) or any command
+(``carbonbench measure -- CMD``), through the same meter and into the same store as suites.
+
+    with carbonbench.track("preprocess", db="results.sqlite") as t:
+        preprocess()
+    print(t.measurement.total_energy_j, t.measurement.method)
+
+    @carbonbench.track("train-epoch", work=tokens, unit="token")
+    def train_epoch(): ...
+
+Each use stores a run (its kind, ``block`` or ``command``, in its metadata) with one row, the
+whole measurement: energy per domain with its method, time, the power timeline, CO2e, and the
+work when given, so ``runs``, ``export``, ``report`` and ``compare`` read it like any run.
+Offline, always: the carbon intensity comes from codecarbon's bundled tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from contextlib import ContextDecorator
+from pathlib import Path
+from typing import Any
+
+from carbonbench.energy.carbon import CarbonSettings, resolve
+from carbonbench.energy.meter import EnergyMeter, Measurement
+from carbonbench.energy.provenance import host
+from carbonbench.results.recorder import Recorder, now
+from carbonbench.results.store import DEFAULT_DB, ResultRow, Store
+from carbonbench.suites.case import Case
+
+
+class Tracker(ContextDecorator):
+    """Measures what runs inside it (a ``with`` block, or each call of a decorated function)."""
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        db: str | Path | None = DEFAULT_DB,
+        work: float | None = None,
+        unit: str = "unit",
+        carbon: CarbonSettings | None = None,
+        interval_s: float = 0.1,
+        kind: str = "block",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """``db`` None: measure without storing. ``work``: units of work done inside (tokens,
+        samples, ...), for energy per unit."""
+        self.label, self.db, self.work, self.unit = label, db, work, unit
+        self.carbon = carbon
+        self.interval_s, self.kind, self.details = interval_s, kind, details or {}
+        self.measurement: Measurement | None = None
+        self.run_id: str | None = None
+        self.row: ResultRow | None = None
+        self._meter: EnergyMeter | None = None
+
+    def __enter__(self) -> Tracker:
+        self.carbon = self.carbon or resolve()
+        self._meter = EnergyMeter(interval_s=self.interval_s)
+        self._meter.begin_window(self.label)
+        self._started = time.time()
+        return self
+
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        assert self._meter is not None
+        try:
+            self.measurement = self._meter.end_window(self.label)
+            if error is not None and not isinstance(error, KeyboardInterrupt):
+                self.details.setdefault("error", f"{type(error).__name__}: {error}")
+            if self.db is not None:
+                self._store(self.details.get("error"))
+        finally:
+            self._meter.close()
+            self._meter = None
+
+    def _store(self, error: str | None) -> None:
+        from carbonbench.energy.provenance import measured_by
+        from carbonbench.execution.runner import new_run_id
+
+        assert self.measurement is not None and self.carbon is not None and self._meter
+        m = self.measurement
+        self.run_id = new_run_id()
+        # the label names the case: two runs of the same label are compared with each other
+        case = Case(self.label, "-", "-", self.kind, 0, 0, "host", "-")
+        metadata = {
+            **host(),
+            **measured_by(self._meter),
+            "kind": self.kind,
+            "carbon": self.carbon.to_dict(),
+            "work": self.work,
+            "unit": self.unit,
+            "process": {"pid": os.getpid(), "started": self._started},
+            **self.details,
+        }
+        # the measurement is real either way (the row is ok); the run says how the work ended
+        status = "failed" if error else "ok"
+        with Store(self.db) as store:
+            store.begin_run(
+                self.run_id,
+                label=self.label,
+                suite_name=self.kind,
+                suite_source=self.details.get("command_line", self.label),
+                suite_text="",
+                started_at=now(),
+                metadata=metadata,
+            )
+            recorder = Recorder(store, self.run_id, self.carbon)
+            row = recorder.measured(
+                case,
+                0,
+                0,
+                m,
+                steps=1,
+                samples=0,
+                tokens=int(self.work) if self.work else 0,
+                extra={
+                    "unit": self.unit,
+                    "work": self.work,
+                    "label": self.label,
+                    "ended": error or "ok",
+                    **{k: self.details[k] for k in ("exit_status",) if k in self.details},
+                },
+            )
+            recorder.save(row)
+            self.row = row
+            store.end_run(self.run_id, status, now())
+
+
+def track(label: str, **options: Any) -> Tracker:
+    """Measure a block (``with``) or a function (decorator): see ``Tracker``."""
+    return Tracker(label, **options)
+
+
+def run_command(
+    argv: list[str],
+    *,
+    label: str | None,
+    db: str | Path | None,
+    work: float | None,
+    unit: str,
+    carbon: CarbonSettings,
+    interval_s: float,
+) -> tuple[int, Tracker]:
+    """Run ``argv`` to its end, measured; (its exit status, the tracker). Its output passes
+    through untouched. SIGINT and SIGTERM sent to carbonbench go to the command (it runs in its
+    own process group, so a terminal's Ctrl-C reaches it once, through here) and the
+    measurement so far is kept."""
+    import shlex
+    import signal
+    import subprocess
+
+    line = shlex.join(argv)
+    details: dict[str, Any] = {"command": argv, "command_line": line}
+    tracker = Tracker(
+        label or Path(argv[0]).name,
+        db=db,
+        work=work,
+        unit=unit,
+        carbon=carbon,
+        interval_s=interval_s,
+        kind="command",
+        details=details,
+    )
+    with tracker:
+        try:
+            child = subprocess.Popen(argv, process_group=0)
+        except OSError as error:
+            details["error"] = f"cannot start {argv[0]!r}: {error.strerror}"
+            raise
+        forwarded: list[str] = []
+
+        def forward(signum: int, frame: object) -> None:
+            forwarded.append(signal.Signals(signum).name)
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            status = child.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        exit_status = 128 - status if status < 0 else status  # a signal: 128 + its number
+        details.update(exit_status=exit_status, signals=forwarded)
+        if exit_status != 0:
+            details["error"] = f"{line} exited with status {exit_status}"
+    return exit_status, tracker
