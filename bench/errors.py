@@ -11,3 +11,8 @@ class CarbonbenchError(Exception):
 
 class InputError(CarbonbenchError, ValueError):
     """A bad argument, option or file content."""
+
+
+class InternalError(CarbonbenchError):
+    """A bug in carbonbench itself (not in the input, the machine or a case's model): said so,
+    with where to find its traceback."""

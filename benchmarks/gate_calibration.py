@@ -263,8 +263,8 @@ def ab_pairs(out: Path) -> list[tuple[list, list]]:
         for trial in trials:
             sides: dict[int, dict[str, str]] = {}
             for r in runs:
-                if (ab := r.metadata.get("ab", {})).get("comparison") == trial["comparison"]:
-                    sides.setdefault(ab["pair"], {})[ab["side"]] = r.run_id
+                if (ab := r.metadata.ab) is not None and ab.comparison == trial["comparison"]:
+                    sides.setdefault(ab.pair, {})[ab.side] = r.run_id
             pairs = [sides[i] for i in sorted(sides)][:PAIRS]
             base = [measured(store, p["base"]) for p in pairs]
             head = [measured(store, p["head"]) for p in pairs]

@@ -23,6 +23,10 @@ def _check_dropout(value: float) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {value!r}")
 
 
+# gate blocks per recurrent kind: weight_ih has GATES[kind] x hidden rows
+GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
 @dataclass(frozen=True)
 class RecurrentConfig:
     """Embedding -> ``layers`` stacked recurrent layers of width ``hidden`` -> vocabulary."""

@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from carbonbench.models.architecture import ArchitectureError
-from carbonbench.models.registry import architecture, build, example_batch
+from carbonbench.models.building import build, example_batch
+from carbonbench.models.registry import architecture
 
 METHOD = "torch.utils.flop_counter on the reference variant (meta device)"
 

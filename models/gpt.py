@@ -12,10 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from carbonbench.models.architecture import Architecture
 from carbonbench.models.attention import FeedForward, LayerCache, SelfAttention, check_length
 from carbonbench.models.config import TransformerConfig
-from carbonbench.models.transformer import attention_layer_flops
 
 
 class Block(nn.Module):
@@ -96,23 +94,12 @@ class GPT(nn.Module):
         return torch.cat(out, dim=1)
 
 
-def gpt_flops(c: TransformerConfig, batch_size: int, seq_len: int) -> int:
-    """Forward FLOPs: every block over ``seq_len`` keys, then the head."""
-    tokens = batch_size * seq_len
-    return c.layers * attention_layer_flops(c, tokens, seq_len) + tokens * 2 * c.d_model * c.vocab
+# the builders the record in carbonbench.models.catalog names
 
 
-GPT_ARCHITECTURE = Architecture(
-    name="gpt",
-    description="decoder-only Transformer language model (GPT-2 style, pre-norm)",
-    kind="language-model",
-    config_cls=TransformerConfig,
-    sizes={
-        "tiny": TransformerConfig(1024, 128, 4, 2, 512, 256),
-        "small": TransformerConfig(8192, 384, 6, 6, 1536, 512),
-        "base": TransformerConfig(32000, 768, 12, 12, 3072, 1024),
-    },
-    builders={"reference": lambda c: GPT(c, "reference"), "fused": lambda c: GPT(c, "fused")},
-    analytic_flops=gpt_flops,
-    generates=True,
-)
+def gpt_reference(c: TransformerConfig) -> GPT:
+    return GPT(c, "reference")
+
+
+def gpt_fused(c: TransformerConfig) -> GPT:
+    return GPT(c, "fused")

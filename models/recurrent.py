@@ -39,11 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carbonbench.models.architecture import Architecture
-from carbonbench.models.config import RecurrentConfig
+from carbonbench.models.config import GATES, RecurrentConfig
 
 Kind = Literal["rnn", "lstm", "gru"]
-GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3}
 State = Tensor | tuple[Tensor, Tensor]
 
 
@@ -180,67 +178,36 @@ class Seq2SeqLSTM(nn.Module):
         return self.head(output)
 
 
-# -- what the harness needs to know: FLOPs written out by hand, sizes, and the records -----
+# -- the builders the records in carbonbench.models.catalog name -------------------------
 
 
-def stack_flops(kind: Kind, c: RecurrentConfig, tokens: int) -> int:
-    """Forward FLOPs of the recurrent layers: per token, per layer, the gates' two matmuls."""
-    total = 0
-    for layer in range(c.layers):
-        inputs = c.d_model if layer == 0 else c.hidden
-        total += 2 * GATES[kind] * c.hidden * (inputs + c.hidden)
-    return tokens * total
+def rnn_reference(c: RecurrentConfig) -> RecurrentLM:
+    return RecurrentLM("rnn", c, "reference")
 
 
-def _lm_flops(kind: Kind):
-    def flops(c: RecurrentConfig, batch_size: int, seq_len: int) -> int:
-        tokens = batch_size * seq_len
-        return stack_flops(kind, c, tokens) + tokens * 2 * c.hidden * c.vocab
-
-    return flops
+def rnn_fused(c: RecurrentConfig) -> RecurrentLM:
+    return RecurrentLM("rnn", c, "fused")
 
 
-def seq2seq_flops(c: RecurrentConfig, batch_size: int, seq_len: int) -> int:
-    """Encoder and decoder stacks over ``seq_len`` tokens each, the head on the target."""
-    tokens = batch_size * seq_len
-    return 2 * stack_flops("lstm", c, tokens) + tokens * 2 * c.hidden * c.vocab
+def lstm_reference(c: RecurrentConfig) -> RecurrentLM:
+    return RecurrentLM("lstm", c, "reference")
 
 
-def _language_model(kind: Kind, description: str, hidden: tuple[int, int, int]) -> Architecture:
-    return Architecture(
-        name=kind,
-        description=description,
-        kind="language-model",
-        config_cls=RecurrentConfig,
-        sizes={
-            "tiny": RecurrentConfig(vocab=1024, d_model=128, hidden=hidden[0], layers=2),
-            "small": RecurrentConfig(vocab=8192, d_model=512, hidden=hidden[1], layers=2),
-            "base": RecurrentConfig(vocab=32000, d_model=1024, hidden=hidden[2], layers=2),
-        },
-        builders={
-            "reference": lambda c: RecurrentLM(kind, c, "reference"),
-            "fused": lambda c: RecurrentLM(kind, c, "fused"),
-        },
-        analytic_flops=_lm_flops(kind),
-    )
+def lstm_fused(c: RecurrentConfig) -> RecurrentLM:
+    return RecurrentLM("lstm", c, "fused")
 
 
-ELMAN = _language_model("rnn", "Elman RNN language model (tanh)", (128, 768, 2048))
-LSTM = _language_model("lstm", "LSTM language model", (128, 768, 1280))
-GRU = _language_model("gru", "GRU language model", (128, 768, 1536))
-SEQ2SEQ_LSTM = Architecture(
-    name="seq2seq-lstm",
-    description="LSTM encoder-decoder (Sutskever et al., 2014)",
-    kind="encoder-decoder",
-    config_cls=RecurrentConfig,
-    sizes={
-        "tiny": RecurrentConfig(vocab=1024, d_model=128, hidden=128, layers=2),
-        "small": RecurrentConfig(vocab=8192, d_model=384, hidden=512, layers=2),
-        "base": RecurrentConfig(vocab=32000, d_model=768, hidden=1024, layers=2),
-    },
-    builders={
-        "reference": lambda c: Seq2SeqLSTM(c, "reference"),
-        "fused": lambda c: Seq2SeqLSTM(c, "fused"),
-    },
-    analytic_flops=seq2seq_flops,
-)
+def gru_reference(c: RecurrentConfig) -> RecurrentLM:
+    return RecurrentLM("gru", c, "reference")
+
+
+def gru_fused(c: RecurrentConfig) -> RecurrentLM:
+    return RecurrentLM("gru", c, "fused")
+
+
+def seq2seq_lstm_reference(c: RecurrentConfig) -> Seq2SeqLSTM:
+    return Seq2SeqLSTM(c, "reference")
+
+
+def seq2seq_lstm_fused(c: RecurrentConfig) -> Seq2SeqLSTM:
+    return Seq2SeqLSTM(c, "fused")

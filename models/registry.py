@@ -1,8 +1,10 @@
-"""The architectures the suite compares, their named sizes, and how to build and feed them.
+"""The architectures the suite compares, by name: built in, registered, or imported.
 
-Adding an architecture: write its module with an ``Architecture`` record (see
-``carbonbench.models.architecture``) and add the record to ``BUILTIN`` below; or, from code
-outside this package, ``register(record)``.
+Adding an architecture: write its module and an ``Architecture`` record (see
+``carbonbench.models.architecture``) and add the record to ``BUILTIN`` in
+``carbonbench.models.catalog``; or, from code outside this package, ``register(record)``.
+Torch-free, so that the supervisor reads suites without torch: building and feeding the
+modules is ``carbonbench.models.building``'s.
 """
 
 from __future__ import annotations
@@ -13,21 +15,10 @@ import importlib.metadata
 import os
 import sys
 
-import torch
-from torch import nn
-
-from carbonbench.models import gpt, recurrent, transformer
 from carbonbench.models.architecture import Architecture, ArchitectureError
+from carbonbench.models.catalog import BUILTIN
 from carbonbench.models.config import field_names
 
-BUILTIN: tuple[Architecture, ...] = (
-    recurrent.ELMAN,
-    recurrent.LSTM,
-    recurrent.GRU,
-    transformer.TRANSFORMER,
-    recurrent.SEQ2SEQ_LSTM,
-    gpt.GPT_ARCHITECTURE,
-)
 IMPLS = ("reference", "fused")  # the built-ins' variants
 SIZES = ("tiny", "small", "base")  # < 1 M, 10-20 M and about 100 M parameters
 
@@ -130,51 +121,3 @@ def make_config(name: str, size: str = "tiny", **overrides: object) -> object:
         return dataclasses.replace(arch.sizes[size], **overrides)
     except ValueError as error:  # the config's own checks (positive sizes, divisibility)
         raise ArchitectureError(f"{name}: {error}") from None
-
-
-def build(name: str, size: str = "tiny", impl: str = "reference", **overrides: object) -> nn.Module:
-    """Build architecture ``name`` at ``size`` as the ``reference`` or ``fused`` variant.
-
-    The module is created on torch's current default device (``with torch.device("meta"):``
-    builds without allocating) and carries ``arch``, ``config`` and ``impl`` attributes.
-    """
-    arch = architecture(name)
-    if impl not in arch.builders:
-        raise ArchitectureError(f"unknown impl {impl!r}; valid: {', '.join(arch.impls)}")
-    config = make_config(name, size, **overrides)
-    model = arch.builders[impl](config)
-    model.arch, model.config, model.impl = name, config, impl
-    return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Distinct trainable parameters (tied weights counted once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def example_batch(
-    name_or_model: str | nn.Module,
-    batch_size: int,
-    seq_len: int,
-    vocab: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 0,
-) -> tuple[torch.Tensor, ...]:
-    """Positional inputs for ``model(*inputs)``: uniform random token ids, reproducible by seed.
-
-    Language models get ``(tokens,)``; encoder-decoders get ``(src, tgt_in)``, both ``seq_len``
-    long. ``vocab`` defaults to the model's (or, given a name, the tiny size's).
-    """
-    if isinstance(name_or_model, nn.Module):
-        arch = architecture(name_or_model.arch)
-        vocab = vocab or name_or_model.config.vocab
-    else:
-        arch = architecture(name_or_model)
-        vocab = vocab or arch.sizes["tiny"].vocab
-    if batch_size <= 0 or seq_len <= 0:
-        raise ArchitectureError(
-            f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    tokens = arch.example_batch(vocab, batch_size, seq_len, generator)
-    return tuple(t.to(device) for t in tokens) if device is not None else tokens

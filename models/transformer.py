@@ -11,7 +11,6 @@ import math
 
 from torch import Tensor, nn
 
-from carbonbench.models.architecture import Architecture
 from carbonbench.models.attention import (
     CrossAttention,
     FeedForward,
@@ -90,36 +89,12 @@ class Transformer(nn.Module):
         return self.decode(tgt_in, self.encode(src))
 
 
-def attention_layer_flops(c: TransformerConfig, tokens: int, context: int) -> int:
-    """Self-attention and feed-forward of one layer: Q/K/V/output projections, QK^T and AV
-    over ``context`` keys (dense: no saving is counted for the causal mask), two FF matmuls."""
-    return tokens * (8 * c.d_model**2 + 4 * c.d_model * c.hidden + 4 * context * c.d_model)
+# the builders the record in carbonbench.models.catalog names
 
 
-def transformer_flops(c: TransformerConfig, batch_size: int, seq_len: int) -> int:
-    """Forward FLOPs, source and target both ``seq_len`` long."""
-    tokens, d = batch_size * seq_len, c.d_model
-    encoder = c.layers * attention_layer_flops(c, tokens, seq_len)
-    # decoder: causal self-attention + feed-forward, then cross-attention: Q and output
-    # projections on the target, K and V projections on the source, QK^T and AV.
-    cross = tokens * 4 * d * d + tokens * 4 * d * d + tokens * 4 * seq_len * d
-    decoder = c.layers * (attention_layer_flops(c, tokens, seq_len) + cross)
-    return encoder + decoder + tokens * 2 * d * c.vocab
+def transformer_reference(c: TransformerConfig) -> Transformer:
+    return Transformer(c, "reference")
 
 
-TRANSFORMER = Architecture(
-    name="transformer",
-    description="Transformer encoder-decoder (Vaswani et al., 2017)",
-    kind="encoder-decoder",
-    config_cls=TransformerConfig,
-    sizes={
-        "tiny": TransformerConfig(1024, 128, 4, 2, 256, 256),
-        "small": TransformerConfig(8192, 384, 6, 3, 1536, 512),
-        "base": TransformerConfig(32000, 640, 10, 6, 2560, 1024),
-    },
-    builders={
-        "reference": lambda c: Transformer(c, "reference"),
-        "fused": lambda c: Transformer(c, "fused"),
-    },
-    analytic_flops=transformer_flops,
-)
+def transformer_fused(c: TransformerConfig) -> Transformer:
+    return Transformer(c, "fused")

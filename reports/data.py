@@ -18,6 +18,7 @@ class ReportData:
     runs: list[RunRecord]  # selected runs, oldest first
     rows: pd.DataFrame  # every row of the selected runs, one column per field
     cases: pd.DataFrame  # one line per (run, case): medians, intervals, work, status
+    results: list[ResultRow]  # the same rows, for carbonbench.results.metrics' reductions
 
     @property
     def latest(self) -> RunRecord:
@@ -69,7 +70,7 @@ def load(db: str | Path, refs: list[str] | None = None, last: int | None = None)
         raise StoreError(f"the selected run(s) {ids} hold no results yet")
     frame = pd.DataFrame([r.to_dict() for r in rows])
     orders = {run.run_id: case_order(run.suite_text, run.suite_source) for run in runs}
-    return ReportData(Path(db), runs, frame, summarise_cases(rows, orders))
+    return ReportData(Path(db), runs, frame, summarise_cases(rows, orders), rows)
 
 
 def energy_by_method(rows: pd.DataFrame) -> dict[str, float]:

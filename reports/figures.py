@@ -226,8 +226,9 @@ def power_timeline(case_rows: pd.DataFrame) -> go.Figure:
 
 def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
     """Energy per token per case across runs. A case with enough history has its change
-    points marked (``carbonbench.analysis.changes``: where it moved to a new level and stayed, red up,
-    green down); a shorter one, its moves beyond ``change`` from the previous run (triangles)."""
+    points marked (``carbonbench.analysis.changes``: where it moved to a new level and stayed,
+    red up, green down); a shorter one, its moves beyond ``change`` from the previous run
+    (triangles)."""
     from carbonbench.analysis.changes import MIN_HISTORY, change_points
 
     order = {r.run_id: i for i, r in enumerate(runs)}
@@ -238,7 +239,7 @@ def trends(cases: pd.DataFrame, runs: list[RunRecord], change: float = 0.05):
     for case_id, part in ok.sort_values("order").groupby("case_id", sort=True):
         y = 1000 * part["j_per_token"].to_numpy()
         x = [meta[r].started_at for r in part["run_id"]]
-        commits = [(meta[r].metadata.get("git_commit") or "no commit")[:12] for r in part["run_id"]]
+        commits = [(meta[r].metadata.git_commit or "no commit")[:12] for r in part["run_id"]]
         fig.add_scatter(
             name=case_id,
             x=x,

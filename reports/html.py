@@ -3,6 +3,7 @@ template with autoescaping (nothing a user typed becomes markup)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,12 +16,12 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from carbonbench import __version__
-from carbonbench.analysis.estimate import from_measurement
+from carbonbench.analysis.estimate import from_measurement, joules_per_flop_by_round
 from carbonbench.energy.carbon import J_PER_KWH, equivalents
 from carbonbench.reports import figures
 from carbonbench.reports.data import ReportData, energy_by_method, load, modelled_domains
 from carbonbench.results.outputs import check_writable, write_text
-from carbonbench.results.store import RunRecord
+from carbonbench.results.store import ResultRow, RunRecord
 
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -129,21 +130,22 @@ def _case_table(cases) -> list[dict[str, str]]:
 PROJECTED_PARAMS, PROJECTED_TOKENS = 1e9, 2e10  # 1 B parameters on 20 tokens per parameter
 
 
-def _projection(run: RunRecord, rows) -> list[dict[str, str]]:
+def _projection(run: RunRecord, rows: list[ResultRow]) -> list[dict[str, str]]:
     """Per architecture trained in the run: its measured joules per FLOP, scaled to one
-    reference job (6ND FLOPs), with the measurement's interval."""
+    reference job (6ND FLOPs), with the measurement's interval (as ``carbonbench estimate
+    --from-run`` projects it)."""
     carbon = run.carbon
     if carbon is None:
         return []
-    train = rows[(rows["phase"] == "train") & (rows["flops"] > 0)]
-    train = train.assign(joules_per_flop=train["energy_j"] / train["flops"])
+    groups: dict[tuple[str, str, str], list[ResultRow]] = {}
+    for r in rows:
+        if r.run_id == run.run_id and r.phase == "train" and r.ok and r.flops:
+            groups.setdefault((r.arch, r.device, r.dtype), []).append(r)
     out = []
-    for (arch, device, dtype), group in train.groupby(["arch", "device", "dtype"], sort=False):
-        # one value per round of each case (the median of its windows): rounds are the samples
-        per_round = group.groupby(["case_id", "round"])["joules_per_flop"].median()
+    for (arch, device, dtype), group in groups.items():
         estimate = from_measurement(
             carbon,
-            joules_per_flop=per_round.tolist(),
+            joules_per_flop=joules_per_flop_by_round(group),
             flops=6 * PROJECTED_PARAMS * PROJECTED_TOKENS,
             flops_source="6 N D",
             run=run.run_id,
@@ -176,31 +178,31 @@ def _provenance(runs: list[RunRecord]) -> list[dict[str, Any]]:
                 "suite": f"{run.suite_name} ({run.suite_source})",
                 "status": run.status,
                 "when": f"{run.started_at} → {run.ended_at or 'unfinished'}",
-                "host": meta.get("host", ""),
+                "host": meta.host or "",
                 "hardware": "; ".join(
                     x
                     for x in (
-                        f"CPU {meta.get('cpu')} ({meta.get('logical_cpus')} logical)",
-                        ", ".join(meta.get("gpus") or []) or "no GPU",
-                        f"driver {meta['driver']}" if meta.get("driver") else "",
+                        f"CPU {meta.cpu} ({meta.logical_cpus} logical)",
+                        ", ".join(meta.gpus) or "no GPU",
+                        f"driver {meta.driver}" if meta.driver else "",
                     )
                     if x
                 ),
-                "software": ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
-                + (f", CUDA {meta['cuda']}" if meta.get("cuda") else ""),
-                "commit": meta.get("git_commit") or "not in a git checkout",
+                "software": ", ".join(f"{k} {v}" for k, v in meta.versions.items())
+                + (f", CUDA {meta.cuda}" if meta.cuda else ""),
+                "commit": meta.git_commit or "not in a git checkout",
                 "sensors": "; ".join(
                     f"{source}: "
                     + ", ".join(
                         f"{d} ({m})" for d, m in zip(s["domains"], s["methods"], strict=True)
                     )
-                    for source, s in (meta.get("sensors") or {}).items()
+                    for source, s in meta.sensors.items()
                 ),
-                "constants": meta.get("sensor_constants") or {},
-                "diagnostics": meta.get("diagnostics") or [],
-                "idle_w": meta.get("idle_w") or {},
-                "skipped": meta.get("skipped") or [],
-                "sampler": meta.get("sampler") or {},
+                "constants": meta.sensor_constants,
+                "diagnostics": meta.diagnostics,
+                "idle_w": meta.idle_w or {},
+                "skipped": meta.skipped,
+                "sampler": dataclasses.asdict(meta.sampler) if meta.sampler else {},
             }
         )
     return out
@@ -262,7 +264,7 @@ def render(
             cases=_case_table(latest),
             divs=divs,
             provenance=_provenance(data.runs),
-            projection=_projection(data.latest, latest_rows),
+            projection=_projection(data.latest, data.results),
             fmt=_fmt,
         )
     )

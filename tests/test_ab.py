@@ -38,8 +38,8 @@ def test_pairs_alternate_abba_and_are_stored_with_their_comparison(tmp_path, cap
     runs = stored(tmp_path)
     assert [r.label for r in runs] == ["base", "head", "head", "base"] * 4
     assert [order(i) for i in range(2)] == [("base", "head"), ("head", "base")]
-    assert {r.metadata["ab"]["comparison"] for r in runs} == {result["comparison"]}
-    assert [r.metadata["ab"]["pair"] for r in runs] == [i // 2 for i in range(16)]
+    assert {r.metadata.ab.comparison for r in runs} == {result["comparison"]}
+    assert [r.metadata.ab.pair for r in runs] == [i // 2 for i in range(16)]
     verdicts = {(v["case_id"], v["metric"]): v for v in result["verdicts"]}
     energy = verdicts[("gpt/tiny/train", "energy_per_token")]
     assert energy["verdict"] == "unchanged" and energy["noise"] == "pairs"

@@ -38,7 +38,7 @@ def test_two_processes_write_one_row_per_window_with_every_rank(tmp_path) -> Non
     with Store(db, create=False) as store:
         rows = store.rows(run_id)
         (run,) = store.runs()
-    assert run.status == "ok" and run.metadata["world_size"] == 2
+    assert run.status == "ok" and run.metadata.world_size == 2
     assert len(rows) == 2 * len(suite.cases)
     for row in rows:
         assert row.status == "ok" and row.world_size == 2
@@ -159,7 +159,7 @@ def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> N
         def join(self) -> bool:
             raise mp.ProcessRaisedException(
                 "\n\n-- Process 1 terminated with the following error:\nTraceback ...\n"
-                "carbonbench.execution.runner.JobFailed: rank 1 failed, so the job stops: boom\n",
+                "carbonbench.execution.protocol.JobFailed: rank 1 failed, so the job stops: boom\n",
                 1,
                 1234,
             )
@@ -167,7 +167,7 @@ def test_launch_turns_a_failed_process_into_one_line(monkeypatch, tmp_path) -> N
     monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: Failed())
     suite = training_only(fast_suite())
     with pytest.raises(
-        JobFailed, match=r"^run \S+: carbonbench.execution.runner.JobFailed: rank 1 failed.*boom$"
+        JobFailed, match=r"^run \S+: carbonbench.execution.protocol.JobFailed: rank 1 failed.*boom$"
     ):
         launch(2, suite, str(tmp_path / "x.sqlite"), resolve(intensity=1.0), RunOptions())
 
@@ -211,7 +211,7 @@ def test_ctrl_c_stops_every_rank_after_its_window_and_keeps_the_rows(tmp_path) -
         (run,) = store.runs()
         rows = store.rows(run.run_id)
     assert run.status == "interrupted"
-    first = run.metadata["order"][0][1][0] if "order" in run.metadata else rows[0].case_id
+    first = run.metadata.order[0][1][0] if run.metadata.order else rows[0].case_id
     assert rows and all(r.status == "ok" and r.case_id == first for r in rows)
 
 

@@ -12,19 +12,9 @@ import torch
 from carbonbench import models
 from carbonbench.cli import main
 from carbonbench.execution.data import MarkovSource, MaskingTask
-from carbonbench.models.registry import ARCHITECTURES
 from tests.helpers import fast_suite, run
 
 HF = ("hf:gpt2", "hf:bert", "hf:t5")
-
-
-@pytest.fixture(autouse=True)
-def registry():
-    """Each test registers the hf records afresh and leaves the registry as it found it."""
-    saved = dict(ARCHITECTURES)
-    yield
-    ARCHITECTURES.clear()
-    ARCHITECTURES.update(saved)
 
 
 @pytest.fixture

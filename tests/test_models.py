@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,23 @@ def test_bad_input_raises_value_error_naming_valid_choices(call, message: str) -
     with pytest.raises(ValueError) as error:
         call()
     assert message in str(error.value)
+
+
+def test_a_builder_named_by_string_is_imported_on_first_build() -> None:
+    """What keeps records torch-free: the built-ins name their builders."""
+    record = models.architecture("gpt")
+    assert record.builders["fused"] == "carbonbench.models.gpt:gpt_fused"
+    assert type(models.build("gpt", impl="fused")).__name__ == "GPT"
+    with pytest.raises(models.ArchitectureError, match=r"give a callable or 'package\.module:"):
+        dataclasses.replace(record, builders={"fused": "carbonbench.models.gpt.gpt_fused"})
+    missing = dataclasses.replace(record, builders={"fused": "carbonbench.models.nope:build"})
+    with pytest.raises(
+        models.ArchitectureError, match=r"cannot import 'carbonbench\.models\.nope'"
+    ):
+        missing.builder("fused")
+    wrong = dataclasses.replace(record, builders={"fused": "carbonbench.models.gpt:nope"})
+    with pytest.raises(models.ArchitectureError, match=r"carbonbench\.models\.gpt:nope is not a"):
+        wrong.builder("fused")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
+from carbonbench.energy.hardware import Hardware, gpu_names
 from carbonbench.energy.meter import EnergyMeter
 from carbonbench.energy.sensors import NvmlSensor, SensorUnavailable, detect_sensors
 
@@ -196,3 +197,14 @@ def test_gpu_lost_mid_run_keeps_energy_and_reports(nvml: FakeNvml) -> None:
     assert m.energy_j["gpu:1"] == pytest.approx(50.0)
     assert m.energy_j["gpu:0"] == pytest.approx(2.0)
     assert any("gpu:1" in d and "stopped answering" in d for d in m.diagnostics)
+
+
+def test_hardware_names_the_gpus_cuda_shows_from_nvml(nvml: FakeNvml, monkeypatch) -> None:
+    """Without torch: the supervisor compares this machine with a run's before resuming it."""
+    h100, a100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
+    nvml.gpus[1].name = a100
+    assert gpu_names() == [h100, a100, h100, h100]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbbbbbbb,0")
+    assert Hardware.here().gpus == [a100, h100]
+    nvml.init_error = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
+    assert gpu_names() == []

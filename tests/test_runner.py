@@ -18,9 +18,11 @@ from carbonbench.energy.carbon import resolve
 from carbonbench.energy.meter import EnergyMeter
 from carbonbench.energy.sensors import ModelledCpuSensor, ModelledRamSensor
 from carbonbench.execution import workloads
+from carbonbench.execution.protocol import RowStored
 from carbonbench.execution.runner import Runner, RunOptions
 from carbonbench.execution.workloads import make_workload
 from carbonbench.models import build
+from carbonbench.results.metadata import Process
 from carbonbench.results.store import Store
 from carbonbench.suites.suite import narrow
 from tests.helpers import fast_suite, run
@@ -50,8 +52,9 @@ def test_every_case_becomes_rows_with_work_energy_and_carbon(tmp_path) -> None:
     assert train.loss is not None and train.params > 0
     (meta,) = [r for r in store.runs() if r.run_id == runner.run_id]
     assert meta.status == "ok" and meta.suite_name == "fast"
-    for key in ("host", "cpu", "versions", "sensors", "carbon", "idle_w", "git_commit"):
-        assert key in meta.metadata
+    m = meta.metadata
+    assert m.host and m.cpu and m.versions and m.sensors and m.carbon and m.idle_w
+    assert m.kind == "suite" and m.process is not None
     summary = summarise(runner.rows)
     assert all(s.status == "ok" and s.j_per_token > 0 for s in summary)
     # the same numbers from the rows as stored (what the report and `run --json` read)
@@ -94,8 +97,8 @@ def test_case_timeout(tmp_path) -> None:
 
 
 def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
-    def on_event(kind, info):
-        if kind == "row" and info["row"].repeat == 0:
+    def on_event(event):
+        if isinstance(event, RowStored) and event.repeat == 0:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled by the runner
 
     suite = fast_suite(archs=("rnn", "gru"))
@@ -109,8 +112,8 @@ def test_ctrl_c_stops_after_the_window_and_keeps_rows(tmp_path) -> None:
 
 
 def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -> None:
-    def on_event(kind, info):
-        if kind == "row" and info["row"].repeat == 0:
+    def on_event(event):
+        if isinstance(event, RowStored) and event.repeat == 0:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after the first window
 
     suite = fast_suite(archs=("rnn", "gru", "gpt"))
@@ -133,22 +136,23 @@ def test_resume_adds_the_cases_a_stopped_run_has_no_rows_for(tmp_path, capsys) -
     # rnn kept its one window from before; gru was added; gpt stays filtered out
     assert [(r.arch, r.repeat) for r in rows] == [("rnn", 0), ("gru", 0), ("gru", 1)]
     assert {r.intensity_g_per_kwh for r in rows} == {123.0}
-    assert run.label == "night" and len(run.metadata["resumed_at"]) == 1
-    assert run.metadata["sensor_constants"]["modelled-cpu"]["p_max_w"] == 42.0
+    assert run.label == "night" and len(run.metadata.resumed_at) == 1
+    assert run.metadata.sensor_constants["modelled-cpu"]["p_max_w"] == 42.0
     assert main(["run", "--resume", "latest", "--cpu-tdp", "9", "--db", db]) == 2
     assert "drop --cpu-tdp" in capsys.readouterr().err
     assert [c["arch"] for c in result["cases"]] == ["rnn", "gru"]
     assert main(["run", "--resume", "latest", "--db", db]) == 2
     assert "has rows for every case: nothing to resume" in capsys.readouterr().err
     with Store(db, create=False) as again:  # marked running by a process that is alive
-        alive = {"pid": os.getppid(), "started": time.time()}
-        again.reopen_run(runner.run_id, run.metadata | {"process": alive})
+        alive = Process(pid=os.getppid(), started=time.time())
+        again.reopen_run(runner.run_id, run.metadata.replace(process=alive).to_dict())
     assert main(["run", "--resume", "latest", "--db", db]) == 2
     assert f"run {runner.run_id} is still running (process {os.getppid()}" in (
         capsys.readouterr().err
     )
     with Store(db, create=False) as again:  # a run of another machine
-        again.end_run(runner.run_id, "failed", "now", run.metadata | {"cpu": "Other CPU"})
+        other = run.metadata.replace(cpu="Other CPU").to_dict()
+        again.end_run(runner.run_id, "failed", "now", other)
     assert main(["run", "--resume", "latest", "--db", db]) == 2
     assert "ran on other hardware" in capsys.readouterr().err
 
@@ -188,7 +192,7 @@ def test_corpus_training_reads_the_corpus(tmp_path, monkeypatch) -> None:
     assert drawn and all(int(t.max()) < 256 for t in drawn)
     window = bytes(drawn[0][0].tolist())
     assert window in text.encode() * 2
-    assert store.run(runner.run_id).metadata["options"]["corpus"] == str(corpus)
+    assert store.run(runner.run_id).metadata.options.corpus == str(corpus)
 
 
 def test_generation_workloads_count_their_tokens() -> None:

@@ -19,6 +19,7 @@ import pytest
 from carbonbench.analysis.summary import summarise
 from carbonbench.cli import main
 from carbonbench.energy.carbon import resolve
+from carbonbench.execution.protocol import Ready, Replaced
 from carbonbench.execution.runner import RunOptions, new_run_id
 from carbonbench.execution.supervisor import Supervisor, plan_rounds
 from carbonbench.results.metrics import round_metrics
@@ -29,7 +30,7 @@ from tests.helpers import fast_suite, row
 REPO = Path(__file__).resolve().parents[1]
 
 
-def supervise(suite, tmp_path, **options):
+def supervise(suite, tmp_path, worker=None, **options):
     db = tmp_path / "s.sqlite"
     events = []
     supervisor = Supervisor(
@@ -38,11 +39,81 @@ def supervise(suite, tmp_path, **options):
         resolve(intensity=100.0),
         RunOptions(**options),
         run_id=new_run_id(),
-        on_event=lambda kind, info: events.append((kind, info)),
+        on_event=events.append,
+        worker=worker,
     )
-    status = supervisor.run()
+    outcome = supervisor.run()
+    events.append(outcome)
     with Store(db, create=False) as store:
-        return status, store.run(supervisor.run_id), store.rows(supervisor.run_id), events
+        return outcome.status, store.run(supervisor.run_id), store.rows(supervisor.run_id), events
+
+
+DYING = [sys.executable, "-m", "tests.examples.dying_worker"]
+
+
+def _dying(monkeypatch, tmp_path, die_on: str, where: str = "start") -> list[str]:
+    monkeypatch.setenv("CARBONBENCH_TEST_STARTS", str(tmp_path / "starts"))
+    monkeypatch.setenv("CARBONBENCH_TEST_DIE_ON", die_on)
+    monkeypatch.setenv("CARBONBENCH_TEST_DIE_IN", where)
+    monkeypatch.chdir(REPO)  # tests.examples importable by the worker
+    return DYING
+
+
+@pytest.mark.parametrize("where", ["start", "idle"])
+def test_a_worker_dead_before_measuring_is_replaced_and_costs_nothing(
+    tmp_path, monkeypatch, where
+) -> None:
+    """Round 3 of 3, after two good rounds: its first worker is SIGKILLed at start-up (or in
+    the idle baseline, which only the first worker of a run measures: so there, round 1)."""
+    die_on = "2" if where == "start" else "0"
+    suite = fast_suite(archs=("gpt", "rnn"), rounds=3)
+    worker = _dying(monkeypatch, tmp_path, die_on, where)
+    status, run, rows, events = supervise(suite, tmp_path, worker=worker)
+    assert status == "ok" and run.status == "ok"
+    (replaced,) = [e for e in events if isinstance(e, Replaced)]
+    assert replaced.round == int(die_on) and "killed by SIGKILL" in replaced.cause
+    for case in suite.cases:  # every case measured in every round
+        assert {(r.round, r.status) for r in rows if r.case_id == case.case_id} == {
+            (n, "ok") for n in range(3)
+        }
+    assert run.metadata.idle_w  # the replacement measured the idle baseline
+
+
+def test_two_workers_dead_before_measuring_stop_the_run_with_both_causes(
+    tmp_path, monkeypatch
+) -> None:
+    suite = fast_suite(archs=("rnn",), rounds=2)
+    worker = _dying(monkeypatch, tmp_path, "1,2")
+    status, run, rows, events = supervise(suite, tmp_path, worker=worker)
+    outcome = events[-1]
+    assert status == "failed" and run.status == "failed" and not outcome.internal
+    assert outcome.error.startswith("two workers of round 1 died before measuring anything")
+    assert outcome.error.count("killed by SIGKILL") == 2 and run.metadata.error == outcome.error
+    assert {r.round for r in rows} == {0}  # round 0's rows are kept
+
+
+def test_an_error_inside_carbonbench_is_internal_with_its_traceback_kept(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    _dying(monkeypatch, tmp_path, "")
+    monkeypatch.setenv("CARBONBENCH_TEST_BUG", "1")
+    suite = fast_suite(archs=("rnn",))
+    status, run, rows, events = supervise(suite, tmp_path, worker=DYING)
+    outcome = events[-1]
+    assert status == "failed" and outcome.internal and "AttributeError" in outcome.error
+    assert rows == []  # not a failed case: nothing of the model's went wrong
+    (log,) = Path(run.metadata.logs).glob("*.log")  # the worker's log is kept beside the store
+    assert log.parent.parent == tmp_path / "logs" and "Traceback" in log.read_text()
+
+
+def test_a_model_that_raises_is_a_failed_case_with_its_traceback(tmp_path) -> None:
+    suite = fast_suite(archs=("tests.examples.faults:RAISES", "rnn"))
+    status, _, rows, events = supervise(suite, tmp_path)
+    assert status == "failed" and not events[-1].internal and events[-1].error is None
+    (failed,) = [r for r in rows if r.status == "failed"]
+    assert failed.error == "ValueError: the model's own bug"
+    assert "faults.py" in failed.extra["traceback"] and "in forward" in failed.extra["traceback"]
+    assert [r.status for r in rows if r.arch == "rnn"] == ["ok", "ok"]
 
 
 def test_rounds_interleave_cases_in_fresh_workers(tmp_path) -> None:
@@ -50,7 +121,7 @@ def test_rounds_interleave_cases_in_fresh_workers(tmp_path) -> None:
     status, run, rows, events = supervise(suite, tmp_path)
     assert status == "ok" and run.status == "ok"
     ids = [c.case_id for c in suite.cases]
-    order = run.metadata["order"]
+    order = run.metadata.order
     assert [r for r, _ in order] == [0, 1, 2]
     assert all(sorted(cases) == sorted(ids) for _, cases in order)
     assert len({tuple(cases) for _, cases in order}) > 1  # shuffled differently per round
@@ -61,13 +132,13 @@ def test_rounds_interleave_cases_in_fresh_workers(tmp_path) -> None:
         assert sorted((x.round, x.repeat) for x in rows if x.case_id == case_id) == [
             (r, w) for r in range(3) for w in range(2)
         ]
-    pids = {info["pid"] for kind, info in events if kind == "ready"}
+    pids = {event.pid for event in events if isinstance(event, Ready)}
     assert len(pids) == 3 and os.getpid() not in pids  # one fresh process per round
     for summary in summarise(rows):
         assert summary.rounds == 3 and summary.windows == 6
         low, high = summary.j_per_token_ci
         assert low <= summary.j_per_token <= high
-    assert run.metadata["sensors"] and run.metadata["idle_w"]
+    assert run.metadata.sensors and run.metadata.idle_w
 
 
 def test_windows_reduce_to_one_value_per_round() -> None:
@@ -95,7 +166,7 @@ def test_adaptive_rounds_stop_at_max_rounds_or_budget(tmp_path) -> None:
     )
     status, run, rows, _ = supervise(parse(text, "adaptive.toml"), tmp_path)
     assert status == "ok" and sorted({r.round for r in rows}) == [0, 1, 2]
-    assert [r for r, _ in run.metadata["order"]] == [0, 1, 2]
+    assert [r for r, _ in run.metadata.order] == [0, 1, 2]
     text = text.replace("max_rounds = 3", "max_rounds = 9\nbudget_s = 0.0")
     status, run, rows, _ = supervise(parse(text, "budget.toml"), tmp_path / "b")
     assert sorted({r.round for r in rows}) == [0, 1]  # the fixed rounds, then the budget is spent
@@ -172,7 +243,7 @@ def test_a_signal_stops_after_the_window_and_keeps_the_rows(tmp_path, signum, st
     with Store(db, create=False) as store:
         (run,) = store.runs()
         rows = store.rows(run.run_id)
-    assert run.status == "interrupted" and run.metadata["stopped_by"] == signal.Signals(signum).name
+    assert run.status == "interrupted" and run.metadata.stopped_by == signal.Signals(signum).name
     assert rows and all(r.status == "ok" for r in rows)
     assert len(rows) < 2 * 2 * len(suite.cases)  # it stopped early
 
@@ -197,7 +268,7 @@ def test_resume_finishes_a_run_whose_supervisor_was_killed(tmp_path) -> None:
     with Store(db, create=False) as store:
         (run,) = store.runs()
         rows = store.rows(run.run_id)
-    assert run.status == "ok" and len(run.metadata["resumed_at"]) == 1
+    assert run.status == "ok" and len(run.metadata.resumed_at) == 1
     assert len(rows) > before
     for case in suite.cases:  # every (round, case) measured once: no window twice
         windows = sorted((r.round, r.repeat) for r in rows if r.case_id == case.case_id)

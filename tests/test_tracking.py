@@ -33,8 +33,8 @@ def test_measure_passes_output_and_exit_status_through_and_stores_a_run(tmp_path
     with Store(db, create=False) as store:
         (run,) = store.runs()
         (row,) = store.rows(run.run_id)
-    assert run.metadata["kind"] == "command" and run.metadata["exit_status"] == 3
-    assert run.metadata["command"][-1] == code and run.status == "failed"
+    assert run.metadata.kind == "command" and run.metadata.exit_status == 3
+    assert run.metadata.command[-1] == code and run.status == "failed"
     assert row.tokens == 500 and row.energy_j > 0 and row.duration_s >= 0.3
     assert set(row.method_by_domain.values()) <= {"counter", "power-sampled", "modelled"}
     assert row.extra["unit"] == "token" and row.timeline["t"]
@@ -63,7 +63,7 @@ def test_measure_forwards_sigterm_and_keeps_the_measurement(tmp_path) -> None:
     with Store(db, create=False) as store:
         (run,) = store.runs()
         (row,) = store.rows(run.run_id)
-    assert run.metadata["signals"] == ["SIGTERM"] and row.energy_j > 0
+    assert run.metadata.signals == ["SIGTERM"] and row.energy_j > 0
 
 
 def test_measure_needs_a_command(capsys) -> None:
@@ -87,7 +87,7 @@ def test_track_measures_a_block_and_a_function(tmp_path) -> None:
     assert work() == 42
     with Store(db, create=False) as store:
         runs = store.runs()
-    assert [(r.label, r.metadata["kind"], r.status) for r in runs] == [
+    assert [(r.label, r.metadata.kind, r.status) for r in runs] == [
         ("block", "block", "ok"),
         ("decorated", "block", "ok"),
     ]
@@ -95,7 +95,7 @@ def test_track_measures_a_block_and_a_function(tmp_path) -> None:
         1 / 0  # noqa: B018
     with Store(db, create=False) as store:
         broken = store.runs()[-1]
-    assert broken.status == "failed" and "ZeroDivisionError" in broken.metadata["error"]
+    assert broken.status == "failed" and "ZeroDivisionError" in broken.metadata.error
     with carbonbench.track("unstored", db=None) as t:
         pass
     assert t.run_id is None and t.measurement is not None

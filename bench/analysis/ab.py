@@ -28,11 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from carbonbench.analysis.compare import Comparison, Thresholds, verdict
-from carbonbench.analysis.gate import ALPHA, judge_exact, judge_pairs, min_pairs
+from carbonbench.analysis.gate import ALPHA, Judgement, judge_pairs, min_pairs
+from carbonbench.analysis.verdicts import Cases, Comparison, Evidence, first_errors, judge_cases
 from carbonbench.errors import InputError
+from carbonbench.results.metadata import AbTag
 from carbonbench.results.metrics import EXACT, round_metrics
+from carbonbench.results.runlog import RunLog
 from carbonbench.results.store import Store
+from carbonbench.suites.thresholds import Thresholds
 
 METRICS = ("energy_per_token", "time_per_token", *EXACT)
 PAIRS = 6
@@ -162,9 +165,7 @@ class Ab:
                 f"the {side} command `{' '.join(argv)}` made no run (exit {code}): {tail}"
             ) from None
         with Store(self.plan.db, create=False) as store:
-            metadata = store.run(run_id).metadata
-            metadata["ab"] = {"comparison": self.comparison_id, "side": side, "pair": index}
-            store.set_metadata(run_id, metadata)
+            RunLog.tag(store, run_id, AbTag(self.comparison_id, side, index))
         self.on_event("stored", {"pair": index, "side": side, "run_id": run_id, "exit": code})
         return run_id
 
@@ -216,50 +217,40 @@ Measured = tuple[dict[str, dict[str, float]], dict[str, str]]
 
 
 def measured(store: Store, run_id: str) -> Measured:
-    """(case -> metric -> the run's value, case -> error of a failed case)."""
+    """(case -> metric -> the run's value, case -> its first error)."""
     rows = store.rows(run_id)
-    errors = {r.case_id: r.error or "failed" for r in rows if r.status != "ok"}
     values = {
         case: {m: v[0] for m, v in metrics.items() if v}
         for case, metrics in round_metrics(rows).items()
     }
-    return values, errors
+    return values, first_errors(rows)
 
 
 def paired_comparison(base: list[Measured], head: list[Measured], plan: AbPlan) -> Comparison:
     """The verdicts of pairs ``(base[i], head[i])``: paired for statistical metrics, exact
-    ones on any difference; a case failing in head but not in base fails the gate."""
-    failed = {"base": _failures(base), "head": _failures(head)}
+    ones on any difference, alpha split across the cases and the plan's looks."""
     values = {"base": [v for v, _ in base], "head": [v for v, _ in head]}
-    cases = {name: set().union(*(set(v) for v in runs)) for name, runs in values.items()}
-    common = [c for c in _ordered(values["head"]) if c in cases["base"]]
-    alpha = plan.alpha / max(1, len(common)) / plan.looks
-    verdicts = []
-    for case_id in common:
-        for metric in plan.metrics:
-            b, h = _paired(values["base"], values["head"], case_id, metric)
-            if not b:
-                continue
-            if metric in EXACT:
-                judgement = judge_exact(b, h)
-            else:
-                judgement = judge_pairs(b, h, plan.thresholds.for_case(case_id, metric), alpha)
-            verdicts.append(verdict(case_id, metric, judgement, b, h, 0, alpha))
-    notes = []
-    if both := sorted(set(failed["base"]) & set(failed["head"])):
-        notes.append(f"failing in base and head alike (not this change): {', '.join(both)}")
-    return Comparison(
-        "base",
-        "head",
-        verdicts,
-        sorted(cases["base"] - cases["head"] - set(failed["head"])),
-        sorted(cases["head"] - cases["base"]),
-        notes,
-        {c: e for c, e in failed["head"].items() if c not in failed["base"]},
+
+    def evidence(case_id: str, metric: str) -> Evidence:
+        return Evidence(*_paired(values["base"], values["head"], case_id, metric))
+
+    def judge(found: Evidence, threshold: float, split: float) -> Judgement:
+        return judge_pairs(found.baseline, found.current, threshold, split)
+
+    return judge_cases(
+        Cases("base", _ordered(values["base"]), _failures(base)),
+        Cases("head", _ordered(values["head"]), _failures(head)),
+        evidence,
+        judge,
+        metrics=plan.metrics,
+        thresholds=plan.thresholds,
+        alpha=plan.alpha,
+        looks=plan.looks,
     )
 
 
 def _failures(runs: list[Measured]) -> dict[str, str]:
+    """Per case, the first error it had in any of ``runs``."""
     out: dict[str, str] = {}
     for _, errors in runs:
         for case, error in errors.items():

@@ -11,9 +11,13 @@ clients, signal-processing-algorithms needs numpy < 2 and gevent, and ruptures g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from carbonbench.analysis.history import comparable, run_values
+from carbonbench.results.store import ResultRow, RunRecord
 
 ALPHA = 0.01
 MIN_CHANGE = 0.05
@@ -112,31 +116,24 @@ class Change:
     runs: int  # the history's length
 
 
-def history(runs: list, rows_of, metric: str) -> dict[str, list[tuple[str, float]]]:
+def history(
+    runs: list[RunRecord], rows_of: Callable[[str], list[ResultRow]], metric: str
+) -> dict[str, list[tuple[str, float]]]:
     """Per case, (run id, the run's value: the median over its rounds) in run order, over
-    comparable runs (``compare.comparable``: same suite and hardware as the latest suite run,
+    comparable runs (``history.comparable``: same suite and hardware as the latest suite run,
     no ab comparison's runs)."""
-    from carbonbench.analysis.compare import comparable
-    from carbonbench.results.metrics import round_metrics
-
-    suites = [
-        r for r in runs if r.metadata.get("kind", "suite") == "suite" and "ab" not in r.metadata
-    ]
+    suites = [r for r in runs if r.metadata.kind == "suite" and r.metadata.ab is None]
     if not suites:
         return {}
     latest = suites[-1]
     same = [r for r in suites if r is latest or comparable(r, latest)]
-    out: dict[str, list[tuple[str, float]]] = {}
-    for run in same:
-        for case_id, values in round_metrics(rows_of(run.run_id)).items():
-            if values.get(metric):
-                out.setdefault(case_id, []).append((run.run_id, float(np.median(values[metric]))))
-    return out
+    values = run_values(same, rows_of, (metric,))
+    return {case_id: series[metric] for case_id, series in values.items()}
 
 
 def find_changes(
-    runs: list,
-    rows_of,
+    runs: list[RunRecord],
+    rows_of: Callable[[str], list[ResultRow]],
     metric: str = "energy_per_token",
     *,
     alpha: float = ALPHA,

@@ -3,34 +3,44 @@
 Each run gives one value per round (the median of that round's windows), never its windows:
 the windows of one process share its conditions. A metric regresses when the change is
 beyond its threshold t (default 5%; per metric, per case glob) with p <= alpha, against the
-noise the store knows of (``carbonbench.analysis.gate``): the between-run spread of earlier comparable
-runs, the level of a long history since its last change point (the nightly gate), or, with no
-history, the rounds alone with the threshold raised to the unknown-noise floor. alpha is split
-across the cases compared. Exact metrics (FLOPs per step, parameters) change on any difference.
+noise the store knows of (``carbonbench.analysis.gate``): the between-run spread of earlier
+comparable runs (``carbonbench.analysis.history``), the level of a long history since its last
+change point (the nightly gate), or, with no history, the rounds alone with the threshold raised
+to the unknown-noise floor. alpha is split across the cases compared, and exact metrics (FLOPs
+per step, parameters) change on any difference (``carbonbench.analysis.verdicts``).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import tomllib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from carbonbench.analysis.gate import ALPHA, UNKNOWN_NOISE, Judgement, judge_exact, judge_runs
+from carbonbench.analysis.gate import ALPHA, UNKNOWN_NOISE, Judgement, judge_runs
+from carbonbench.analysis.history import earlier_runs, run_values
+from carbonbench.analysis.verdicts import (
+    Cases,
+    Comparison,
+    Evidence,
+    Verdict,
+    first_errors,
+    judge_cases,
+)
 from carbonbench.energy.hardware import Hardware
 from carbonbench.errors import InputError
-from carbonbench.results.metrics import EXACT, STATISTICAL, round_metrics
-from carbonbench.results.store import RunRecord, Store
-
-METRICS = STATISTICAL + EXACT
-DEFAULT_THRESHOLD = 0.05
-HISTORY_RUNS = 60  # earlier comparable runs read for the between-run noise
+from carbonbench.results.metrics import round_metrics
+from carbonbench.results.store import Store
+from carbonbench.suites.thresholds import (
+    METRICS,
+    STATISTICAL,
+    Thresholds,
+    ThresholdsError,
+    thresholds_from_table,
+)
 
 
 class CompareError(InputError):
@@ -50,73 +60,7 @@ class Side:
     previous: str | None = None  # the latest earlier comparable run: the nightly baseline
     carbon: str | None = None  # intensity and PUE, to tell settings changes from code changes
     suite_text: str | None = None  # its [thresholds], if any, apply
-    failed: dict[str, str] = field(default_factory=dict)  # case -> error of a failed window
-
-
-@dataclass
-class Thresholds:
-    default: dict[str, float] = field(default_factory=dict)
-    cases: list[tuple[str, dict[str, float]]] = field(default_factory=list)  # (glob, overrides)
-
-    def for_case(self, case_id: str, metric: str) -> float:
-        value = self.default.get(metric, DEFAULT_THRESHOLD)
-        for pattern, overrides in self.cases:
-            if fnmatch.fnmatchcase(case_id, pattern) and metric in overrides:
-                value = overrides[metric]
-        return value
-
-
-@dataclass
-class Verdict:
-    case_id: str
-    metric: str
-    verdict: str  # regression | improvement | unchanged | inconclusive | no data
-    baseline: float | None  # median of the rounds
-    current: float | None
-    ratio: float | None  # geometric mean (ab: Hodges-Lehmann), or over the history's level
-    ci_low: float | None  # the ratio's (1 - 2 alpha) interval
-    ci_high: float | None
-    p_value: float | None
-    threshold: float
-    test: str
-    noise: str  # history | unknown | exact | none
-    n_baseline: int  # rounds
-    n_current: int
-    n_history: int  # earlier comparable runs
-    alpha: float  # after the split across cases
-
-
-@dataclass
-class Comparison:
-    baseline: str
-    current: str
-    verdicts: list[Verdict]
-    only_baseline: list[str]
-    only_current: list[str]
-    notes: list[str]
-    failed: dict[str, str] = field(default_factory=dict)  # fine in the baseline, failing now
-
-    @property
-    def regressions(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.verdict == "regression"]
-
-    @property
-    def passed(self) -> bool:
-        """The gate: no regression, and no case failing now that the baseline measured."""
-        return not self.regressions and not self.failed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "baseline": self.baseline,
-            "current": self.current,
-            "regressions": len(self.regressions),
-            "verdicts": [asdict(v) for v in self.verdicts],
-            "only_in_baseline": self.only_baseline,
-            "only_in_current": self.only_current,
-            "failed_in_current": self.failed,
-            "passed": self.passed,
-            "notes": self.notes,
-        }
+    failed: dict[str, str] = field(default_factory=dict)  # case -> its first error
 
 
 # -- loading ----------------------------------------------------------------------------
@@ -124,25 +68,17 @@ class Comparison:
 
 def side_from_store(store: Store, ref: str) -> Side:
     run_id = store.resolve(ref)
-    runs = store.runs()
     run = store.run(run_id)
     rows = store.rows(run_id)
-    errors: dict[str, str] = {}
-    for row in rows:
-        if row.status != "ok":
-            errors.setdefault(row.case_id, row.error or "failed")
     samples = {  # one value per round: rounds are the samples, never windows
         case_id: {m: v for m, v in metrics.items() if m in METRICS}
         for case_id, metrics in round_metrics(rows).items()
     }
-    earlier = [r for r in runs if r.seq < run.seq and comparable(r, run)][-HISTORY_RUNS:]
-    history: dict[str, dict[str, list[float]]] = {}
-    for past in earlier:
-        for case_id, metrics in round_metrics(store.rows(past.run_id)).items():
-            for metric, values in metrics.items():
-                if metric in STATISTICAL and values:
-                    history.setdefault(case_id, {}).setdefault(metric, [])
-                    history[case_id][metric].append(float(np.median(values)))
+    earlier = earlier_runs(store.runs(), run)
+    history = {
+        case_id: {metric: [value for _, value in points] for metric, points in metrics.items()}
+        for case_id, metrics in run_values(earlier, store.rows, STATISTICAL).items()
+    }
     carbon = run.carbon
     return Side(
         run_id,
@@ -153,19 +89,7 @@ def side_from_store(store: Store, ref: str) -> Side:
         earlier[-1].run_id if earlier else None,
         carbon.describe() if carbon is not None else None,
         run.suite_text,
-        errors,
-    )
-
-
-def comparable(earlier: RunRecord, run: RunRecord) -> bool:
-    """Whether ``earlier`` belongs to ``run``'s history: the same suite on the same hardware,
-    measured by ``carbonbench run`` (not a command, a tracked block or an ab comparison)."""
-    return (
-        earlier.suite_name == run.suite_name
-        and earlier.hardware.comparable() == run.hardware.comparable()
-        and earlier.metadata.get("kind", "suite") == run.metadata.get("kind", "suite")
-        and "ab" not in earlier.metadata
-        and earlier.status in ("ok", "failed")
+        first_errors(rows),
     )
 
 
@@ -281,37 +205,10 @@ def load_thresholds(
         data = tomllib.loads(pyproject.read_text())
         table = data.get("tool", {}).get("carbonbench", {}).get("thresholds", {})
         source = f"{pyproject} [tool.carbonbench.thresholds]"
-    return thresholds_from_table(table, source)
-
-
-def thresholds_from_table(table: Any, source: str) -> Thresholds:
-    """Thresholds from a [thresholds] table, every value checked (``source`` names it)."""
-    if not isinstance(table, dict):
-        raise CompareError(f"{source}: [thresholds] must be a table of metric = fraction")
-    thresholds = Thresholds()
-    for key, value in table.items():
-        if key == "case":
-            if not isinstance(value, list):
-                raise CompareError(f"{source}: thresholds.case must be [[thresholds.case]] tables")
-            for entry in value:
-                if not isinstance(entry, dict):
-                    raise CompareError(f"{source}: each [[thresholds.case]] must be a table")
-                pattern = entry.get("match")
-                if not isinstance(pattern, str):
-                    raise CompareError(f"{source}: each [[thresholds.case]] needs match = GLOB")
-                overrides = {k: _fraction(source, k, v) for k, v in entry.items() if k != "match"}
-                thresholds.cases.append((pattern, overrides))
-        else:
-            thresholds.default[key] = _fraction(source, key, value)
-    return thresholds
-
-
-def _fraction(source: str, key: str, value: Any) -> float:
-    if key not in METRICS:
-        raise CompareError(f"{source}: unknown metric {key!r}; valid: {', '.join(METRICS)}")
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 10:
-        raise CompareError(f"{source}: {key} must be a fraction such as 0.05, got {value!r}")
-    return float(value)
+    try:
+        return thresholds_from_table(table, source)
+    except ThresholdsError as error:
+        raise CompareError(str(error)) from None
 
 
 # -- verdicts ---------------------------------------------------------------------------
@@ -327,6 +224,8 @@ def compare(
     metrics: Iterable[str] = METRICS,
     unknown_noise: float = UNKNOWN_NOISE,
 ) -> Comparison:
+    """The verdicts of ``current`` against ``baseline``: on their rounds, and on the current
+    run's history where it has one (``judge_runs``)."""
     thresholds = thresholds or Thresholds()
     metrics = tuple(metrics)
     if unknown := sorted(set(metrics) - set(METRICS)):
@@ -347,7 +246,6 @@ def compare(
         metrics = tuple(m for m in metrics if m != "co2e_per_1k_tokens")
     if baseline.name == current.name:
         notes.append(f"baseline and current are the same run ({current.name}): nothing can differ")
-    common = [c for c in current.samples if c in baseline.samples]
     if not (set(baseline.samples) | set(baseline.failed)) & (
         set(current.samples) | set(current.failed)
     ):
@@ -355,79 +253,43 @@ def compare(
             f"nothing to compare: no case is in both {baseline.name} "
             f"({len(baseline.samples)} cases) and {current.name} ({len(current.samples)} cases)"
         )
-    split = alpha / max(1, len(common))  # Bonferroni across the cases compared
-    verdicts = []
-    for case_id in common:
-        for metric in metrics:
-            b = baseline.samples[case_id].get(metric, [])
-            c = current.samples[case_id].get(metric, [])
-            if not b and not c:
-                continue
-            history = current.history.get(case_id, {}).get(metric, [])
-            if metric in EXACT:
-                judgement = judge_exact(b, c)
-            else:
-                judgement = judge_runs(
-                    b,
-                    c,
-                    thresholds.for_case(case_id, metric),
-                    split,
-                    history=history,
-                    level=baseline.name == current.previous,
-                    unknown_noise=unknown_noise,
-                )
-            verdicts.append(verdict(case_id, metric, judgement, b, c, len(history), split))
-    unknown = sorted({v.case_id for v in verdicts if v.noise == "unknown"})
+
+    def evidence(case_id: str, metric: str) -> Evidence:
+        return Evidence(
+            baseline.samples[case_id].get(metric, []),
+            current.samples[case_id].get(metric, []),
+            current.history.get(case_id, {}).get(metric, []),
+        )
+
+    def judge(found: Evidence, threshold: float, split: float) -> Judgement:
+        return judge_runs(
+            found.baseline,
+            found.current,
+            threshold,
+            split,
+            history=found.history,
+            level=baseline.name == current.previous,
+            unknown_noise=unknown_noise,
+        )
+
+    result = judge_cases(
+        Cases(baseline.name, list(baseline.samples), baseline.failed),
+        Cases(current.name, list(current.samples), current.failed),
+        evidence,
+        judge,
+        metrics=metrics,
+        thresholds=thresholds,
+        alpha=alpha,
+        notes=notes,
+    )
+    unknown = sorted({v.case_id for v in result.verdicts if v.noise == "unknown"})
     if unknown:
-        notes.append(
+        result.notes.append(
             f"between-run noise unknown for {len(unknown)} case(s): the store has fewer than 3 "
             f"earlier comparable runs, so only a change beyond {unknown_noise:.0%} with the "
             "rounds' support is a regression (a smaller one is at most inconclusive)"
         )
-    failed = {  # a case the baseline measured without failing, failing now (even part-way)
-        c: e
-        for c, e in sorted(current.failed.items())
-        if c in baseline.samples and c not in baseline.failed
-    }
-    return Comparison(
-        baseline.name,
-        current.name,
-        verdicts,
-        sorted(set(baseline.samples) - set(current.samples) - set(failed)),
-        sorted(set(current.samples) - set(baseline.samples)),
-        notes,
-        failed,
-    )
-
-
-def verdict(
-    case_id: str,
-    metric: str,
-    judgement: Judgement,
-    baseline: list[float],
-    current: list[float],
-    history: int,
-    alpha: float,
-) -> Verdict:
-    ci = judgement.ci
-    return Verdict(
-        case_id,
-        metric,
-        judgement.verdict,
-        float(np.median(baseline)) if baseline else None,
-        float(np.median(current)) if current else None,
-        judgement.ratio,
-        ci[0] if ci else None,
-        ci[1] if ci else None,
-        judgement.p_value,
-        judgement.threshold,
-        judgement.test,
-        judgement.noise,
-        len(baseline),
-        len(current),
-        history,
-        alpha,
-    )
+    return result
 
 
 def change_text(v: Verdict) -> str:
@@ -481,7 +343,7 @@ def markdown(result: Comparison, title: str = "carbonbench compare", method: str
             f"{change_text(v)} | {p} | {evidence(v)} | {icon} {v.verdict} |"
         )
     if result.failed:
-        lines += ["", "Measured in the baseline, failing now:", ""]
+        lines += ["", "Failing now, not failing in the baseline:", ""]
         lines += [f"- 🔴 `{case}`: {error}" for case, error in result.failed.items()]
     if result.only_baseline:
         lines += ["", "Only in the baseline: " + ", ".join(f"`{c}`" for c in result.only_baseline)]

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from carbonbench.analysis.changes import change_points
+
 ALPHA = 0.05  # one-sided, split across the cases compared (and across ab's looks)
 UNKNOWN_NOISE = 0.3  # the threshold's floor where the between-run noise is unknown
 MIN_HISTORY_RUNS = 3  # earlier runs for a between-run spread
@@ -90,8 +92,6 @@ def judge_runs(
         return Judgement("no data", None, None, None, threshold, "no values", "none")
     h = _logs(history) if len(history) >= MIN_HISTORY_RUNS else None
     if h is not None and level and h.size >= LEVEL_RUNS:
-        from carbonbench.analysis.changes import change_points
-
         cuts = [cp.index for cp in change_points(np.exp(h))]
         start = cuts[-1] if cuts and h.size - cuts[-1] >= MIN_HISTORY_RUNS else 0
         segment = h[start:]

@@ -1,9 +1,10 @@
 """One case's result over its rounds: what the run's table, its JSON and the report all show.
 
 Each round (a fresh worker process) reduces its measured windows to their median; the case's
-figures are the medians over rounds, and the 95% interval of energy per token is the
-percentile bootstrap over rounds: never over windows, which share their process's conditions.
-One round gives no interval. A case whose windows all failed keeps its first error.
+figures are the medians over rounds (``carbonbench.results.metrics``: the reduction the gate
+and the report use too), and the 95% interval of energy per token is the percentile bootstrap
+over rounds: never over windows, which share their process's conditions. One round gives no
+interval. A case whose windows all failed keeps its first error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from carbonbench.results.metrics import energy_per_token_by_domain, round_metrics
+from carbonbench.results.metrics import energy_per_token_by_domain, round_metrics, run_metrics
 from carbonbench.results.store import ResultRow
 from carbonbench.stats import bootstrap_ci, median
 from carbonbench.suites.case import Case
@@ -64,23 +65,17 @@ def summarise_case(rows: list[ResultRow]) -> CaseSummary:
     )
     if not ok:
         return summary
-    values = round_metrics(ok)[first.case_id]
-    per_token = values.get("energy_per_token", [])  # none where no work was counted
-    domains: dict[str, dict[int, list[float]]] = {}
-    for r in ok:
-        for domain, value in energy_per_token_by_domain(r).items():
-            domains.setdefault(domain, {}).setdefault(r.round, []).append(value)
+    case_id = first.case_id
+    per_token = round_metrics(ok)[case_id].get("energy_per_token", [])  # none without work
+    values = run_metrics(ok)[case_id]
     losses = [r.loss for r in ok if r.loss is not None]
-    summary.j_per_token = median(per_token) if per_token else None
+    summary.j_per_token = values.get("energy_per_token")
     summary.j_per_token_ci = bootstrap_ci(per_token) if len(per_token) > 1 else None
-    summary.j_per_token_by_domain = {
-        d: median([median(v) for v in by_round.values()]) for d, by_round in domains.items()
-    }
-    co2e = values.get("co2e_per_1k_tokens")
-    summary.g_co2e_per_1k_tokens = median(co2e) if co2e else None
-    summary.tokens_per_s = median(values["tokens_per_s"]) if "tokens_per_s" in values else None
-    flops_known = all(r.flops for r in ok) and "j_per_tflop" in values
-    summary.j_per_tflop = median(values["j_per_tflop"]) if flops_known else None
+    summary.j_per_token_by_domain = run_metrics(ok, energy_per_token_by_domain).get(case_id, {})
+    summary.g_co2e_per_1k_tokens = values.get("co2e_per_1k_tokens")
+    summary.tokens_per_s = values.get("tokens_per_s")
+    flops_known = all(r.flops for r in ok)  # one window of unknown FLOPs: no figure at all
+    summary.j_per_tflop = values.get("j_per_tflop") if flops_known else None
     summary.energy_j = sum(r.energy_j for r in ok)
     summary.duration_s = sum(r.duration_s for r in ok)
     summary.methods = sorted({m for r in ok for m in r.method_by_domain.values()})

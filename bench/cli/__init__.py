@@ -2,20 +2,22 @@
 
 Each module has ``NAME``, ``HELP``, ``configure(parser)`` and ``handle(args) -> int``; handlers
 parse and print, the library decides. Errors the user can fix (``CarbonbenchError``) print
-one line and exit 2; anything else is a bug and keeps its traceback.
+one line and exit 2; anything else is a bug and keeps its traceback. ``-v``/``-vv`` (or
+CARBONBENCH_LOG) turn on the log lines on standard error, see ``carbonbench.logs``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
 
-from carbonbench import __version__
+from carbonbench import __version__, logs
 from carbonbench.cli import (
     ab,
     changes,
@@ -29,7 +31,9 @@ from carbonbench.cli import (
     runs,
     sensors,
 )
-from carbonbench.errors import CarbonbenchError
+from carbonbench.errors import CarbonbenchError, InternalError
+
+log = logging.getLogger(__name__)
 
 COMMANDS = (models, sensors, run, measure, runs, report, export, compare, ab, changes, estimate)
 
@@ -44,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="print the traceback of an error (also: CARBONBENCH_DEBUG=1)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log what carbonbench does on standard error: -v info, -vv debug "
+        "(also: CARBONBENCH_LOG=debug|info|warning|error)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -61,7 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("CARBONBENCH_DEBUG", "") not in ("", "0")
     try:
+        logs.configure(args.verbose)
+        given = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
+        log.info("carbonbench %s: %s (pid %d)", __version__, args.command, os.getpid())
+        log.debug("command %s with %s", args.command, given)
         return args.handler(args)
+    except InternalError as error:  # a bug, found in a worker: say so
+        _fail(f"internal error: {error} (a bug in carbonbench: please report it)", debug)
     except CarbonbenchError as error:  # bad input: one line naming it, no traceback
         _fail(str(error), debug)
     except sqlite3.Error as error:

@@ -32,7 +32,7 @@ def handle(args: argparse.Namespace) -> int:
         counts = {}
         for size, config in arch.sizes.items():
             with torch.device("meta"):  # counted without allocating
-                counts[size] = models.count_parameters(arch.builders[arch.impls[0]](config))
+                counts[size] = models.count_parameters(arch.builder(arch.impls[0])(config))
         rows.append(
             {
                 "arch": name,

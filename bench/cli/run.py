@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from carbonbench.cli.common import add_carbon_arguments, add_db_argument, carbon_given, number
-from carbonbench.errors import InputError
+from carbonbench.errors import InputError, InternalError
 
 NAME = "run"
 HELP = "run a benchmark suite and store its results"
@@ -74,10 +74,12 @@ class WattsColumn(ProgressColumn):
 
 
 def _plan(args: argparse.Namespace):
-    """(suite, carbon, options) from the command line, or from the run to resume."""
+    """(suite, carbon, options) from the command line, or from the run to resume; a suite
+    asking for a device this machine lacks is refused here, before anything is stored."""
     from carbonbench.energy.carbon import resolve
+    from carbonbench.energy.devices import check_devices
+    from carbonbench.execution.protocol import RunOptions
     from carbonbench.execution.resume import plan_resume
-    from carbonbench.execution.runner import RunOptions
     from carbonbench.suites.suite import load, narrow
 
     if args.resume is not None:
@@ -89,6 +91,7 @@ def _plan(args: argparse.Namespace):
                 f"--resume measures as the run did: drop {', '.join(mixed)} (a new run takes them)"
             )
         plan = plan_resume(args.db, args.resume)
+        check_devices(c.device for c in plan.suite.cases)
         options = RunOptions(
             label=plan.label,
             corpus=plan.corpus,
@@ -108,6 +111,7 @@ def _plan(args: argparse.Namespace):
             f"suite {suite.name!r} has no case that can run: every combination of its matrix "
             f"is skipped ({reasons})"
         )
+    check_devices(c.device for c in suite.cases)
     if args.corpus is not None:
         _check_corpus(args.corpus, suite)
     c = suite.carbon
@@ -133,19 +137,19 @@ def _plan(args: argparse.Namespace):
 def _check_corpus(path: str, suite) -> None:
     """Refused before the run, not as a run of failed cases: a corpus that cannot be read or
     is shorter than the longest sequence a case needs."""
-    from carbonbench.execution.data import CorpusSource
+    from carbonbench.execution.corpus import read_corpus
 
-    corpus = CorpusSource(path)  # reads it; unreadable or too short: one line
+    data = read_corpus(path)  # unreadable or too short: one line
     longest = max(c.seq_len for c in suite.cases) + 1
-    if len(corpus.data) < longest:
+    if len(data) < longest:
         raise InputError(
-            f"corpus {path} has {len(corpus.data)} bytes, fewer than one sequence of {longest}: "
+            f"corpus {path} has {len(data)} bytes, fewer than one sequence of {longest}: "
             "use a longer file or a shorter seq_len"
         )
 
 
 def handle(args: argparse.Namespace) -> int:
-    from carbonbench.execution.distributed import topology_from_env
+    from carbonbench.execution.topology import topology_from_env
 
     suite, carbon, options, rounds = _plan(args)
     console = Console(stderr=args.json)
@@ -159,7 +163,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def _distributed(args, console, suite, carbon, options, topology) -> int:
     from carbonbench.execution.distributed import launch, run_rank, training_only
-    from carbonbench.execution.runner import JobFailed
+    from carbonbench.execution.protocol import JobFailed
 
     suite = training_only(suite)
     if not suite.cases:
@@ -181,19 +185,22 @@ def _distributed(args, console, suite, carbon, options, topology) -> int:
 
 
 def _supervised(args, console, suite, carbon, options, rounds) -> int:
-    """Rounds of worker processes, with a progress bar: round, case, time left."""
-    from carbonbench.execution.runner import new_run_id
-    from carbonbench.execution.supervisor import Supervisor
-
-    supervisor = Supervisor(
-        suite,
-        args.db,
-        carbon,
-        options,
-        run_id=options.resume or new_run_id(),
-        rounds=rounds,
+    """Rounds of worker processes, with a progress bar: round, case, time left. The bar
+    follows the run's events; how the run ended comes back as its Outcome."""
+    from carbonbench.execution.protocol import (
+        CaseDone,
+        CaseStarted,
+        Event,
+        Idle,
+        Replaced,
+        Round,
+        RowStored,
+        Stopping,
     )
-    total = sum(len(ids) for _, ids in supervisor.schedule)
+    from carbonbench.execution.supervisor import Supervisor
+    from carbonbench.results.runlog import new_run_id
+    from carbonbench.signals import EXIT_STATUS
+
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -203,47 +210,58 @@ def _supervised(args, console, suite, carbon, options, rounds) -> int:
         console=console,
         transient=False,
     )
-    task = progress.add_task("starting", total=total)
-    where = {"round": 0, "rounds": len(supervisor.schedule)}
+    task = progress.add_task("starting", total=None)
+    where = {"round": 0, "rounds": 0}
 
-    def on_event(kind: str, info: dict[str, Any]) -> None:
-        if kind == "round":
-            where.update(round=info["index"] + 1, rounds=max(where["rounds"], info["index"] + 1))
-            scheduled = sum(len(ids) for _, ids in supervisor.schedule)
-            progress.update(task, total=max(total, scheduled))
-        elif kind == "idle":
-            progress.update(task, description=f"idle baseline {info['seconds']:g} s")
-        elif kind == "case":
-            label = f"round {where['round']}/{where['rounds']} · {info['case'].case_id}"
+    def on_event(event: Event) -> None:
+        if isinstance(event, Round):
+            where.update(round=where["round"] + 1, rounds=max(where["rounds"], event.rounds))
+            progress.update(task, total=event.scheduled)
+        elif isinstance(event, Idle):
+            progress.update(task, description=f"idle baseline {event.seconds:g} s")
+        elif isinstance(event, CaseStarted):
+            label = f"round {where['round']}/{where['rounds']} · {event.case_id}"
             progress.update(task, description=label)
-        elif kind == "done":
+        elif isinstance(event, CaseDone):
             progress.advance(task)
-        elif kind == "row" and info["status"] == "failed":
-            progress.console.print(f"[red]failed[/] {info['case_id']}: {info['error']}")
-        elif kind == "row":
-            watts.watts = info.get("watts")
-        elif kind == "failed":  # its worker died or hung
-            progress.advance(task)
-            progress.console.print(f"[red]failed[/] {info['case_id']}: {info['error']}")
-        elif kind == "stopping":
+        elif isinstance(event, RowStored) and event.status == "failed":
+            progress.console.print(f"[red]failed[/] {event.case_id}: {event.error}")
+        elif isinstance(event, RowStored):
+            watts.watts = event.watts
+        elif isinstance(event, Replaced):
             progress.console.print(
-                f"[yellow]{info['signal']}[/]: stopping after the current window "
+                f"[yellow]worker replaced[/] in round {event.round + 1}: {event.cause}",
+                highlight=False,
+            )
+        elif isinstance(event, Stopping):
+            progress.console.print(
+                f"[yellow]{event.signal}[/]: stopping after the current window "
                 "(again to stop at once)"
             )
 
-    supervisor.on_event = on_event
+    supervisor = Supervisor(
+        suite,
+        args.db,
+        carbon,
+        options,
+        run_id=options.resume or new_run_id(),
+        rounds=rounds,
+        on_event=on_event,
+    )
     with progress:
-        status = supervisor.run()
-    if supervisor.error is not None:
-        console.print(f"[red]error[/] {supervisor.error}", highlight=False)
-    if status == "interrupted":
+        outcome = supervisor.run()
+    if outcome.internal:
+        raise InternalError(f"{outcome.error}; every finished row is in {args.db}")
+    if outcome.error is not None:
+        console.print(f"[red]error[/] {outcome.error}", highlight=False)
+    if outcome.status == "interrupted":
         console.print(
-            f"[yellow]interrupted[/] by {supervisor.stop}: every finished row is kept; "
-            f"`carbonbench run --resume {supervisor.run_id}` measures the rest",
+            f"[yellow]interrupted[/] by {outcome.stopped_by}: every finished row is kept; "
+            f"`carbonbench run --resume {outcome.run_id}` measures the rest",
             highlight=False,
         )
-    code = _print_stored(console, args, supervisor.run_id, carbon)
-    return {"SIGINT": 130, "SIGTERM": 143}.get(supervisor.stop or "", code)
+    code = _print_stored(console, args, outcome.run_id, carbon)
+    return EXIT_STATUS.get(outcome.stopped_by or "", code)
 
 
 def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbon) -> int:
@@ -264,7 +282,8 @@ def _print_result(
     from carbonbench.analysis.summary import summarise
 
     cases = [case.to_dict() for case in summarise(rows, order)]
-    result = {"run_id": run_id, "status": status, "db": str(args.db), "cases": cases}
+    # run.schema.json documents this: `ab` reads it from other installs, so only ever add
+    result = {"schema": 1, "run_id": run_id, "status": status, "db": str(args.db), "cases": cases}
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -1,8 +1,15 @@
 """The machine a measurement ran on, described once for runs, resumes, the gate and the
-pytest plugin alike."""
+pytest plugin alike.
+
+Torch-free: the supervisor compares this machine with a stored run's before resuming it, so
+the GPUs are named by NVML, as CUDA shows them (``CUDA_VISIBLE_DEVICES`` applied), in the
+worker and the supervisor alike.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,15 +24,10 @@ class Hardware:
 
     @classmethod
     def here(cls) -> Hardware:
-        """This machine: its host name, CPU model and the GPUs torch sees."""
-        import torch
-
+        """This machine: its host name, CPU model and the GPUs CUDA shows."""
         from carbonbench.energy.sensors.modelled import cpu_name
 
-        gpus: list[str] = []
-        if torch.cuda.is_available():
-            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        return cls(socket.gethostname(), cpu_name(), gpus)
+        return cls(socket.gethostname(), cpu_name(), gpu_names())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Hardware:
@@ -38,3 +40,26 @@ class Hardware:
         """What must match for two measurements to be compared (not the host's name: a
         fleet of identical machines is one hardware)."""
         return {"cpu": self.cpu, "gpus": list(self.gpus)}
+
+
+def gpu_names() -> list[str]:
+    """The names of the GPUs CUDA shows, in its order; [] without NVML or an NVIDIA driver."""
+    from carbonbench.energy.sensors.nvml import visible_handles
+
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []
+    try:
+        handles = visible_handles(pynvml, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        names = [pynvml.nvmlDeviceGetName(handle) for _, handle in handles]
+        return [name.decode() if isinstance(name, bytes) else name for name in names]
+    except pynvml.NVMLError:
+        return []
+    finally:
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()

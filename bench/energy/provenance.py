@@ -1,5 +1,6 @@
-"""What a reader needs to interpret a run, besides its rows: the software, the commit of the
-code under test, and (from the process that measured) the hardware and the sensors."""
+"""What a reader needs to interpret a run, besides its rows: the software and the commit of
+the code under test. Torch-free, for the supervisor's first record of a run; what the process
+that measures adds (sensors, CUDA, threads) is ``carbonbench.execution.runtime``'s."""
 
 from __future__ import annotations
 
@@ -50,31 +51,4 @@ def host() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "versions": versions(),
         "git_commit": git_commit(),
-    }
-
-
-def measured_by(meter: Any) -> dict[str, Any]:
-    """From the process that measures: GPUs, driver, CUDA, threads, sensors and constants."""
-    import torch
-
-    from carbonbench.energy.hardware import Hardware
-
-    sensors = {s.source: s.metadata() for s in meter.sensors}
-    drivers = [m["driver"] for m in sensors.values() if m.get("driver")]
-    return {
-        "gpus": Hardware.here().gpus,
-        "driver": drivers[0] if drivers else None,
-        "cuda": torch.version.cuda,
-        "torch_threads": torch.get_num_threads(),
-        "sensors": {
-            s.source: {
-                "domains": list(s.domains),
-                "methods": list(s.methods),
-                "components": list(s.components),
-                **sensors[s.source],
-            }
-            for s in meter.sensors
-        },
-        "sensor_constants": {s.source: s.constants() for s in meter.sensors},
-        "diagnostics": [str(d) for d in meter.diagnostics],
     }

@@ -19,12 +19,14 @@ class CaseFailed(Exception):
     """A case could not be measured; the message becomes the row's error.
 
     ``agreed``: every process of a distributed run raised it at the same point (a decision
-    taken together), so the run can go on to the next case.
+    taken together), so the run can go on to the next case. ``traceback``: where the case's
+    own code raised, stored with its row.
     """
 
-    def __init__(self, message: str, agreed: bool = False) -> None:
+    def __init__(self, message: str, agreed: bool = False, traceback: str | None = None) -> None:
         super().__init__(message)
         self.agreed = agreed
+        self.traceback = traceback
 
 
 def case_device(name: str) -> torch.device:

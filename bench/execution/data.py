@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from carbonbench.errors import InputError
+from carbonbench.execution.corpus import read_corpus
 
 BOS = 0
 
@@ -91,12 +92,7 @@ class CorpusSource:
 
     def __init__(self, path: str | Path, seed: int = 0) -> None:
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise InputError(f"cannot read corpus {path}: {error.strerror}") from None
-        if len(data) < 2:
-            raise InputError(f"corpus {path} is too short to train on ({len(data)} bytes)")
+        data = read_corpus(path)
         self.path = path
         self.data = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
         self._generator = torch.Generator().manual_seed(seed)

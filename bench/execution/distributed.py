@@ -10,13 +10,13 @@ gathers every rank's measurement over torch.distributed and writes one row per w
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import logging
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,12 +30,16 @@ from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.energy.sensors import COMPONENTS, Sensor, SensorOptions, detect_sensors
 from carbonbench.errors import InputError
 from carbonbench.execution.coordination import Solo, case_device
-from carbonbench.execution.runner import JobFailed, Runner, RunOptions, new_run_id
+from carbonbench.execution.runner import JobFailed, Runner, RunOptions
 from carbonbench.execution.supervisor import plan_rounds
+from carbonbench.execution.topology import Topology, topology_from_env
 from carbonbench.execution.workloads import Work
-from carbonbench.results.recorder import Recorder, now
+from carbonbench.results.runlog import RunLog, new_run_id
 from carbonbench.results.store import Store
+from carbonbench.signals import StopRequest
 from carbonbench.suites.suite import Case, Suite
+
+log = logging.getLogger(__name__)
 
 
 def training_only(suite: Suite) -> Suite:
@@ -47,29 +51,6 @@ def training_only(suite: Suite) -> Suite:
         cases=tuple(c for c in suite.cases if c.phase == "train"),
         skipped=suite.skipped
         + tuple(f"{c.case_id}: distributed runs measure phase train only" for c in others),
-    )
-
-
-@dataclass(frozen=True)
-class Topology:
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    host: str
-
-
-def topology_from_env() -> Topology | None:
-    """The process's place in a torchrun (or --nproc) job; None outside one."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    world = int(os.environ["WORLD_SIZE"])
-    return Topology(
-        rank=int(os.environ["RANK"]),
-        world_size=world,
-        local_rank=int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
-        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world)),
-        host=socket.gethostname(),
     )
 
 
@@ -133,11 +114,14 @@ class DdpCoordinator(Solo):
     def _record_elsewhere(self, case: Case, message: str) -> None:
         if self.db is None or not os.path.exists(self.db):
             return
-        with contextlib.suppress(Exception), Store(self.db, create=False) as store:
-            store.run(self.run_id)  # raises unless this file is rank 0's store
-            recorder = Recorder(store, self.run_id, self.carbon, self.world_size)
-            recorder.failed(case, 0, f"rank {self.rank}: {message}")
-            store.end_run(self.run_id, "failed", now())
+        try:
+            with Store(self.db, create=False) as store:
+                run = store.run(self.run_id)  # raises unless this file is rank 0's store
+                record = RunLog(store, self.run_id, run.metadata)
+                record.failed(case, 0, f"rank {self.rank}: {message}", self.carbon, self.world_size)
+                record.end("failed")
+        except Exception as error:  # best effort: the job stops with the message either way
+            log.warning("rank %d could not record its failure: %s", self.rank, error)
 
     @contextmanager
     def window(self, meter: EnergyMeter, name: str) -> Iterator[Measurement]:
@@ -276,17 +260,20 @@ def _spawned(local_rank: int, nproc: int, port: int, args: tuple) -> None:
 
 
 def _join(context: Any) -> None:
-    """Wait for every rank. A first Ctrl-C reaches the ranks as well, and they stop after
-    their window (decided together): keep waiting for them. A second one stops at once."""
-    interrupted = False
-    while True:
-        try:
-            if context.join():
-                return
-        except KeyboardInterrupt:
-            if interrupted:
-                raise
-            interrupted = True
+    """Wait for every rank. A first Ctrl-C reaches the ranks as well (one process group), and
+    they stop after their window (decided together): keep waiting for them; a SIGTERM sent to
+    this process alone is passed on to them as that first stop. A second signal stops at once
+    (KeyboardInterrupt)."""
+
+    def forward(name: str) -> None:
+        if name != "SIGINT":
+            for process in context.processes:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGINT)
+
+    with StopRequest(on_first=forward).installed():
+        while not context.join():
+            pass
 
 
 def launch(

@@ -11,7 +11,6 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -37,14 +36,14 @@ class ResumePlan:
 
 def still_running(run: RunRecord) -> bool:
     """Whether the process that wrote a run marked running may still be at it."""
-    recorded = run.metadata.get("process") or {}
-    if run.metadata.get("host") != socket.gethostname() or "pid" not in recorded:
+    recorded = run.metadata.process
+    if run.metadata.host != socket.gethostname() or recorded is None:
         return True  # another machine's, or of unknown process: assume so
     try:
-        process = psutil.Process(recorded["pid"])
+        process = psutil.Process(recorded.pid)
     except psutil.NoSuchProcess:
         return False
-    return process.pid != os.getpid() and process.create_time() <= recorded["started"]
+    return process.pid != os.getpid() and process.create_time() <= recorded.started
 
 
 def plan_resume(db: str | Path, ref: str) -> ResumePlan:
@@ -55,17 +54,17 @@ def plan_resume(db: str | Path, ref: str) -> ResumePlan:
         done = {(r.round, r.case_id) for r in store.rows(run_id)}
     meta = run.metadata
     if run.status == "running" and still_running(run):
-        pid = (meta.get("process") or {}).get("pid")
-        raise InputError(f"run {run_id} is still running (process {pid} on {meta.get('host')})")
-    if (meta.get("world_size") or 1) > 1:
+        pid = meta.process.pid if meta.process else None
+        raise InputError(f"run {run_id} is still running (process {pid} on {meta.host})")
+    if meta.world_size > 1:
         raise InputError(f"run {run_id} was distributed: --resume takes single-process runs")
     here, then = Hardware.here(), run.hardware
     if here != then:
         raise InputError(f"run {run_id} ran on other hardware ({then}); this is {here}")
-    filters = meta.get("filters") or {}
+    filters = meta.filters
     suite = narrow(parse(run.suite_text, run.suite_source), **filters)
     # the rounds as scheduled (a run from before rounds: one round, in the suite's order)
-    order = meta.get("order") or [[0, [c.case_id for c in suite.cases]]]
+    order = meta.case_order or [(0, [c.case_id for c in suite.cases])]
     rounds = [(r, [c for c in ids if (r, c) not in done]) for r, ids in order]
     rounds = [(r, ids) for r, ids in rounds if ids]
     if not rounds:
@@ -74,7 +73,7 @@ def plan_resume(db: str | Path, ref: str) -> ResumePlan:
     suite = dataclasses.replace(suite, cases=tuple(c for c in suite.cases if c.case_id in left))
     if run.carbon is None:
         raise InputError(f"run {run_id} has no carbon settings stored: it cannot be resumed")
-    stored: dict[str, Any] = meta.get("options") or {}
+    stored = meta.options
     return ResumePlan(
         run_id=run_id,
         suite=suite,
@@ -82,7 +81,7 @@ def plan_resume(db: str | Path, ref: str) -> ResumePlan:
         carbon=run.carbon,
         label=run.label,
         filters=filters,
-        corpus=stored.get("corpus"),
-        cpu_tdp_w=stored.get("cpu_tdp_w"),
-        seed=stored.get("seed", 0),
+        corpus=stored.corpus,
+        cpu_tdp_w=stored.cpu_tdp_w,
+        seed=stored.seed,
     )

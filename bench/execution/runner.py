@@ -11,78 +11,56 @@ window; every finished row is kept.
 from __future__ import annotations
 
 import math
-import signal
 import time
-import uuid
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
 from carbonbench.energy.carbon import CarbonSettings
 from carbonbench.energy.meter import EnergyMeter, Measurement
-from carbonbench.energy.provenance import host, measured_by
+from carbonbench.energy.provenance import host
 from carbonbench.errors import CarbonbenchError
 from carbonbench.execution.coordination import SOLO, CaseFailed, Solo
 from carbonbench.execution.data import target_loss
+from carbonbench.execution.protocol import (
+    CaseDone,
+    CaseStarted,
+    Event,
+    Idle,
+    JobFailed,
+    RowStored,
+    RunOptions,
+    Window,
+)
+from carbonbench.execution.runtime import measured_by
 from carbonbench.execution.workloads import Work, Workload, make_workload
 from carbonbench.models import build, count_parameters
-from carbonbench.results.recorder import Recorder, begin, downsample, now
+from carbonbench.results.metadata import RunMetadata, SamplerCost, StoredOptions
+from carbonbench.results.recorder import Recorder, downsample
+from carbonbench.results.runlog import RunLog, new_run_id
 from carbonbench.results.store import ResultRow, Store
+from carbonbench.signals import StopRequest
 from carbonbench.suites.case import Case
 from carbonbench.suites.suite import Suite
 
-__all__ = ["CaseFailed", "CaseRunner", "JobFailed", "RunOptions", "Runner", "new_run_id"]
+__all__ = [
+    "CaseFailed",
+    "CaseRunner",
+    "JobFailed",
+    "RunOptions",
+    "Runner",
+    "in_case",
+    "new_run_id",
+    "stop_request",
+]
 
 
-class JobFailed(RuntimeError):
-    """A distributed run cannot go on: one process failed where the others cannot follow."""
-
-
-@dataclass
-class RunOptions:
-    label: str | None = None
-    corpus: str | None = None
-    seed: int = 0
-    cpu_tdp_w: float | None = None
-    filters: dict[str, list[str]] = field(default_factory=dict)  # stored: --resume reapplies
-    resume: str | None = None  # the id of a stopped run to add the remaining cases to
-    rounds: int | None = None  # --rounds: overrides the suite's
-
-    def stored(self) -> dict[str, Any]:
-        """What else decides the numbers, for a reader and for ``--resume``."""
-        return {"corpus": self.corpus, "cpu_tdp_w": self.cpu_tdp_w, "seed": self.seed}
-
-
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-
-
-class Interrupt:
-    """First SIGINT: finish the current window, then stop. Second: stop now."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        try:
-            previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+def stop_request() -> StopRequest:
+    """First SIGINT or SIGTERM: finish the current window, then stop. Second: stop now."""
+    return StopRequest()
 
 
 def _sync(device: torch.device) -> None:
@@ -98,6 +76,21 @@ def failure_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+@contextmanager
+def in_case() -> Iterator[None]:
+    """Code of the case itself (its model, its workload): whatever it raises fails the case,
+    with its traceback. Everything outside such a block is carbonbench's own, and an error
+    there is a bug to report, never a failed case."""
+    try:
+        yield
+    except CaseFailed:
+        raise
+    except Exception as error:
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        raise CaseFailed(failure_message(error), traceback=traceback.format_exc()) from error
+
+
 class CaseRunner:
     """Measures one case at a time in this process, with the meter it is given."""
 
@@ -108,12 +101,15 @@ class CaseRunner:
         recorder: Recorder,
         options: RunOptions | None = None,
         coordinator: Solo = SOLO,
-        interrupt: Interrupt | None = None,
+        stop: StopRequest | None = None,
+        on_window: Callable[[Case, int, Measurement, int], None] | None = None,
     ) -> None:
+        """``on_window(case, repeat, measurement, steps)``: after each measured window."""
         self.suite, self.meter, self.recorder = suite, meter, recorder
         self.options = options or RunOptions()
         self.coordinator = coordinator
-        self.interrupt = interrupt or Interrupt()
+        self.stop = stop or stop_request()
+        self.on_window = on_window or (lambda case, repeat, m, steps: None)
 
     def run_case(self, case: Case, round: int = 0) -> bool:
         """Measure one case; False if it failed (its failure is recorded as a row)."""
@@ -122,21 +118,22 @@ class CaseRunner:
         c = self.coordinator
         try:
             device = c.device_for(case)
-            torch.manual_seed(self.options.seed)
-            model = build(case.arch, case.size, case.impl).to(device)
-            params = count_parameters(model)
-            workload = make_workload(
-                model,
-                case.phase,
-                batch=case.batch,
-                seq_len=case.seq_len,
-                device=device,
-                dtype=case.dtype,
-                corpus=self.options.corpus,
-                new_tokens=self.suite.measure.new_tokens,
-                seed=self.options.seed + c.rank,  # each process of a distributed run its data
-                forward=c.prepare(model, device),
-            )
+            with in_case():
+                torch.manual_seed(self.options.seed)
+                model = build(case.arch, case.size, case.impl).to(device)
+                params = count_parameters(model)
+                workload = make_workload(
+                    model,
+                    case.phase,
+                    batch=case.batch,
+                    seq_len=case.seq_len,
+                    device=device,
+                    dtype=case.dtype,
+                    corpus=self.options.corpus,
+                    new_tokens=self.suite.measure.new_tokens,
+                    seed=self.options.seed + c.rank,  # each process of a distributed run its own
+                    forward=c.prepare(model, device),
+                )
             workload.work = c.scale(workload.work)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -145,11 +142,9 @@ class CaseRunner:
             else:
                 self._repeats(case, round, workload, device, params, started)
             return True
-        except Exception as error:  # recorded, and the suite goes on
-            message = failure_message(error)
-            if isinstance(error, torch.cuda.OutOfMemoryError):
-                torch.cuda.empty_cache()
-            self.recorder.failed(case, round, message, params)
+        except CaseFailed as error:  # recorded, and the suite goes on
+            message = str(error)
+            self.recorder.failed(case, round, message, params, traceback=error.traceback)
             c.after_failure(case, error, message)
             return False
 
@@ -167,12 +162,13 @@ class CaseRunner:
 
     def _steps(self, workload: Workload, steps: int, device, started: float) -> list:
         losses = []
-        for _ in range(steps):
-            self._check_time(started)
-            loss = workload.step()
-            if loss is not None:
-                losses.append(loss)
-        _sync(device)
+        with in_case():
+            for _ in range(steps):
+                self._check_time(started)
+                loss = workload.step()
+                if loss is not None:
+                    losses.append(loss)
+            _sync(device)
         return losses
 
     def _finite_loss(self, losses: list) -> float | None:
@@ -234,6 +230,7 @@ class CaseRunner:
             self._check_time(started, between_windows=True)
             with c.window(self.meter, f"{case.case_id}/{round}/r{repeat}") as m:
                 losses = self._steps(workload, steps, device, started)
+            self.on_window(case, repeat, m, steps)
             loss = self._finite_loss(losses)
             extra = {"warmup": warmup} if repeat == 0 else {}
             row = self._measured_row(
@@ -241,7 +238,7 @@ class CaseRunner:
             )
             if c.writes:
                 self.recorder.save(row)
-            if c.agree_flag(self.interrupt.requested):
+            if c.agree_flag(self.stop.requested):
                 return
 
     def _to_target(self, case, round, workload: Workload, device, params, started) -> None:
@@ -256,12 +253,14 @@ class CaseRunner:
                 steps += 1
                 if steps % t.eval_every == 0:
                     self._finite_loss(losses[-t.eval_every :])
-                    val = workload.evaluate()
+                    with in_case():
+                        val = workload.evaluate()
                     if val <= goal:
                         reached = True
                         break
-                if self.interrupt.requested:
+                if self.stop.requested:
                     break
+        self.on_window(case, 0, m, steps)
         row = self._measured_row(
             case,
             round,
@@ -283,8 +282,8 @@ class CaseRunner:
 class Runner:
     """A whole run in this process: every case of the suite, one round, rows stored as they
     come. No isolation between cases (a crash ends the run): ``carbonbench run`` measures in
-    supervised worker processes instead (``carbonbench.execution.supervisor``); this serves distributed
-    ranks, tests and scripts."""
+    supervised worker processes instead (``carbonbench.execution.supervisor``); this serves
+    distributed ranks, tests and scripts."""
 
     def __init__(
         self,
@@ -293,7 +292,7 @@ class Runner:
         meter: EnergyMeter,
         carbon: CarbonSettings,
         options: RunOptions | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         coordinator: Solo = SOLO,
         run_id: str | None = None,
         round: int = 0,
@@ -302,21 +301,33 @@ class Runner:
         """``round`` > 0 continues the run ``run_id`` (a distributed job's next round)."""
         self.suite, self.store, self.meter, self.carbon = suite, store, meter, carbon
         self.options = options or RunOptions()
-        self.on_event = on_event or (lambda kind, info: None)
+        self.on_event = on_event or (lambda event: None)
         self.coordinator = coordinator
         self.run_id = run_id or self.options.resume or new_run_id()
         self.round, self.rounds = round, rounds
-        self.interrupt = Interrupt()
+        self.stop = stop_request()
         self.recorder = Recorder(
             store if coordinator.writes else None,
             self.run_id,
             carbon,
             coordinator.world_size,
-            on_row=lambda row: self.on_event("row", {"row": row}),
+            on_row=self._row_stored,
         )
         self.cases = CaseRunner(
-            suite, meter, self.recorder, self.options, coordinator, self.interrupt
+            suite,
+            meter,
+            self.recorder,
+            self.options,
+            coordinator,
+            self.stop,
+            on_window=lambda case, repeat, m, steps: self.on_event(
+                Window(case.case_id, self.round, repeat, m.duration_s, steps)
+            ),
         )
+
+    def _row_stored(self, row: ResultRow) -> None:
+        watts = row.energy_j / row.duration_s if row.duration_s > 0 else None
+        self.on_event(RowStored(row.case_id, row.round, row.repeat, row.status, row.error, watts))
 
     @property
     def rows(self) -> list[ResultRow]:
@@ -329,18 +340,20 @@ class Runner:
             self._begin()
         status = "ok"
         try:
-            with self.interrupt.installed():
+            with self.stop.installed():
                 if suite.measure.idle_baseline_s > 0:
-                    self.on_event("idle", {"seconds": suite.measure.idle_baseline_s})
+                    self.on_event(Idle(suite.measure.idle_baseline_s))
                     self.meter.idle_baseline(suite.measure.idle_baseline_s)
-                for index, case in enumerate(suite.cases):
-                    if c.agree_flag(self.interrupt.requested):
+                for case in suite.cases:
+                    if c.agree_flag(self.stop.requested):
                         status = "interrupted"
                         break
-                    self.on_event("case", {"index": index, "case": case})
-                    if not self.cases.run_case(case, self.round):
+                    self.on_event(CaseStarted(case.case_id, self.round))
+                    ok = self.cases.run_case(case, self.round)
+                    self.on_event(CaseDone(case.case_id, self.round, ok))
+                    if not ok:
                         status = "failed" if status == "ok" else status
-                if self.interrupt.requested:
+                if self.stop.requested:
                     status = "interrupted"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -349,46 +362,38 @@ class Runner:
             raise
         finally:
             if self.store is not None:
-                self._end(status)
+                status = self._end(status)
         return status
-
-    def _metadata(self) -> dict[str, Any]:
-        return {
-            **host(),
-            **measured_by(self.meter),
-            "carbon": self.carbon.to_dict(),
-            "world_size": self.coordinator.world_size,
-            "filters": self.options.filters,
-            "options": self.options.stored(),
-            "rounds": self.rounds,
-        }
 
     def _begin(self) -> None:
         assert self.store is not None
-        begin(
+        if self.options.resume is not None or self.round > 0:
+            resumed = self.options.resume is not None
+            self.record = RunLog.reopen(self.store, self.run_id, resumed=resumed)
+            return
+        self.record = RunLog.begin(
             self.store,
             self.run_id,
             label=self.options.label,
-            suite=self.suite,
-            metadata=self._metadata(),
-            reopen=self.options.resume is not None or self.round > 0,
+            suite_name=self.suite.name,
+            suite_source=self.suite.source,
+            suite_text=self.suite.text,
+            metadata=RunMetadata(
+                **{k: v for k, v in host().items() if k in RunMetadata.__dataclass_fields__},
+                carbon=self.carbon.to_dict(),
+                world_size=self.coordinator.world_size,
+                filters=self.options.filters,
+                options=StoredOptions(**self.options.stored()),
+                rounds=self.rounds,
+                skipped=list(self.suite.skipped),
+            ),
         )
 
-    def _end(self, status: str) -> None:
-        assert self.store is not None
-        metadata = self._metadata() | {
-            "idle_w": self.meter.idle_w,
-            "skipped": list(self.suite.skipped),
-            "sampler": {
-                "interval_s": self.meter.interval_s,
-                "reads": self.meter.sampler_reads,
-                "cpu_s": self.meter.sampler_cpu_s,
-            },
-        }
-        if self.options.resume is not None or self.round > 0:  # the whole run's status
-            before = self.store.run(self.run_id)
-            if self.options.resume is not None:
-                metadata["resumed_at"] = [*before.metadata.get("resumed_at", []), now()]
-            if status == "ok" and any(r.status != "ok" for r in self.store.rows(self.run_id)):
-                status = "failed"
-        self.store.end_run(self.run_id, status, now(), metadata)
+    def _end(self, status: str) -> str:
+        m = self.meter
+        return self.record.end(
+            status,
+            **{k: v for k, v in measured_by(m).items() if k in RunMetadata.__dataclass_fields__},
+            idle_w=m.idle_w,
+            sampler=SamplerCost(m.sampler_reads, m.sampler_cpu_s, 1, m.interval_s),
+        )

@@ -1,27 +1,38 @@
 """The supervisor: ``carbonbench run`` measures a suite in rounds of worker processes.
 
-Each round is one fresh worker (``carbonbench.execution.worker``) that visits every case in a shuffled
-order (seeded, and stored with the run), so a case's samples spread over the run's duration
-and over processes: the windows of one process share its conditions (other tenants, clocks,
-thread placement, memory layout), and only fresh processes sample the variance that separates
-one run from the next. Every statistic is then built on rounds, never on windows.
+Each round is one fresh worker (``carbonbench.execution.worker``) that visits every case in a
+shuffled order (seeded, and stored with the run), so a case's samples spread over the run's
+duration and over processes: the windows of one process share its conditions (other tenants,
+clocks, thread placement, memory layout), and only fresh processes sample the variance that
+separates one run from the next. Every statistic is then built on rounds, never on windows.
 
-The supervisor imports no torch and measures nothing itself. It reads the worker's events,
-and it is what survives a worker's death: a worker that crashes (a segfault, the OOM killer,
-any signal or exit status) or hangs past ``case_timeout_s + hang_grace_s`` (then it is killed)
-costs one case, stored as failed with the cause and the last lines of the worker's standard
-error; the round goes on in a fresh worker. SIGINT or SIGTERM stops after the current window
-(the worker finishes it and stops); a second one stops at once. Rows are written by the
-workers as they finish, so nothing finished is lost either way.
+The supervisor imports no torch and measures nothing itself. It owns the run's record
+(``carbonbench.results.runlog``), reads the worker's events (``carbonbench.execution.protocol``)
+and hands them on, and it is what survives a worker's death:
+
+- a worker that crashes (a segfault, the OOM killer, any signal or exit status) or hangs past
+  ``case_timeout_s + hang_grace_s`` (then it is killed) costs the case it was in, stored as
+  failed with the cause and the last lines of its standard error; the round goes on in a
+  fresh worker;
+- a worker that dies before measuring anything (at start-up, in the idle baseline) costs
+  nothing: a fresh one takes its round over, once; a second such death in the same round
+  stops the run, with both causes;
+- an error inside carbonbench (a worker's ``Error`` event) stops the run as an internal error.
+
+The standard error of every worker that did not end cleanly is kept next to the store
+(``logs/<run id>/``). SIGINT or SIGTERM stops after the current window (the worker finishes it
+and stops); a second one stops at once. Rows are written by the workers as they finish, so
+nothing finished is lost either way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
 import queue
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,11 +46,27 @@ from typing import Any
 
 from carbonbench.energy.carbon import CarbonSettings
 from carbonbench.energy.provenance import host
-from carbonbench.errors import CarbonbenchError
-from carbonbench.execution.worker import Job
+from carbonbench.execution.protocol import (
+    CaseDone,
+    CaseStarted,
+    Error,
+    Event,
+    Job,
+    Outcome,
+    ProtocolError,
+    Ready,
+    Replaced,
+    Round,
+    RowStored,
+    Sampler,
+    Stopping,
+    decode,
+)
+from carbonbench.results.metadata import RunMetadata, SamplerCost, StoredOptions
 from carbonbench.results.metrics import round_values
-from carbonbench.results.recorder import Recorder, begin, now
+from carbonbench.results.runlog import RunLog
 from carbonbench.results.store import Store
+from carbonbench.signals import StopRequest
 from carbonbench.stats import relative_half_width
 from carbonbench.suites.case import Case
 from carbonbench.suites.suite import Suite
@@ -47,10 +74,7 @@ from carbonbench.suites.suite import Suite
 WORKER = [sys.executable, "-m", "carbonbench.execution.worker"]
 STDERR_LINES = 5  # of a dead worker's standard error, kept in its case's error
 POLL_S = 0.2
-
-
-class WorkerFailed(CarbonbenchError):
-    """A worker died before measuring anything: the environment, not a case, is at fault."""
+log = logging.getLogger(__name__)
 
 
 def plan_rounds(case_ids: list[str], rounds: range, seed: int) -> list[list[str]]:
@@ -61,6 +85,11 @@ def plan_rounds(case_ids: list[str], rounds: range, seed: int) -> list[list[str]
         random.Random(f"{seed}:{r}").shuffle(order)
         plan.append(order)
     return plan
+
+
+def logs_folder(db: Path, run_id: str) -> Path:
+    """Where the standard error of a run's workers is kept: beside the store."""
+    return db.parent / "logs" / run_id
 
 
 def _cause(returncode: int) -> str:
@@ -87,9 +116,10 @@ class _Outcome:
     failed: list[str] = field(default_factory=list)  # of those, the failed ones
     dead_in: str | None = None  # the case it was in when it died or was killed
     cause: str | None = None  # why it ended early
-    finished: bool = False
-    ready: dict[str, Any] | None = None
-    sampler: dict[str, Any] | None = None
+    finished: bool = False  # it reported its end (Sampler)
+    ready: Ready | None = None
+    error: Error | None = None  # an error inside carbonbench
+    sampler: Sampler | None = None
 
 
 class Supervisor:
@@ -98,83 +128,95 @@ class Supervisor:
         suite: Suite,
         db: str | Path,
         carbon: CarbonSettings,
-        options: Any,  # carbonbench.execution.runner.RunOptions (imported there with torch)
+        options: Any,  # carbonbench.execution.runner.RunOptions (a module with torch)
         *,
         run_id: str,
         rounds: list[tuple[int, list[str]]] | None = None,  # (round, case ids): a resume
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         worker: list[str] | None = None,
     ) -> None:
         self.suite, self.db, self.carbon, self.options = suite, Path(db), carbon, options
         self.run_id = run_id
-        self.on_event = on_event or (lambda kind, info: None)
+        self.on_event = on_event or (lambda event: None)
         self.worker = worker or WORKER
         self.count = options.rounds or suite.measure.rounds
         ids = [c.case_id for c in suite.cases]
         if rounds is None:
             rounds = list(enumerate(plan_rounds(ids, range(self.count), options.seed)))
-        self.schedule = rounds
-        self.cases: dict[str, Case] = {c.case_id: c for c in suite.cases}
-        self.stop: str | None = None  # the signal that asked to stop
-        self.stop_now = False
-        self.failed_cases: set[str] = set()
-        self.error: str | None = None  # why the run could not go on, for the command line
+        self._schedule = rounds
+        self._cases: dict[str, Case] = {c.case_id: c for c in suite.cases}
+        self._stop = StopRequest(on_first=self._stop_after_window, on_second=self._stop_now)
+        self._failed_cases: set[str] = set()
+        self._error: str | None = None  # why the run could not go on
+        self._internal = False  # ... because of a bug in carbonbench
         self._proc: subprocess.Popen | None = None
         self._idle_w: dict[str, float] | None = None
         self._flops: dict[str, list[int]] = {}  # FLOP counts made by earlier workers
-        self._ready: dict[str, Any] | None = None
-        self._sampler = {"reads": 0, "cpu_s": 0.0, "workers": 0}
+        self._measured_by: dict[str, Any] | None = None
+        self._sampler = SamplerCost()
+        self._logs = logs_folder(self.db, run_id)
+        self._kept_logs = False
         uses_gpu = any(c.device.startswith("cuda") for c in suite.cases)
         self.components = ["gpu", "cpu", "memory"] if uses_gpu else ["cpu", "memory"]
 
     # -- the run --------------------------------------------------------------------------
 
-    def run(self) -> str:
-        """Measure every scheduled (round, case); returns the run's status."""
+    def run(self) -> Outcome:
+        """Measure every scheduled (round, case)."""
         started = time.monotonic()
         with (
             Store(self.db, check=True) as store,
             tempfile.TemporaryDirectory(prefix="carbonbench-") as tmp,
         ):
             self.store, self.tmp = store, Path(tmp)
-            self._begin()
+            self.record = self._begin()
             status = "failed"
             try:
-                with self._signals():
-                    self._rounds(self.schedule)
+                with self._stop.installed():
+                    self._rounds(self._schedule)
                     self._more_rounds(started)
                 status = self._status()
             finally:
-                self._end(status)
-        return status
+                status = self._end(status)
+        return Outcome(self.run_id, status, self._stop.signal, self._error, self._internal)
 
     def _status(self) -> str:
-        if self.stop is not None:
+        if self._stop.requested:
             return "interrupted"
-        if self.error is not None or self.failed_cases:
+        if self._error is not None or self._failed_cases:
             return "failed"
-        if self.options.resume is not None and any(
-            r.status != "ok" for r in self.store.rows(self.run_id)
-        ):
-            return "failed"  # the whole run's status, earlier rows too
         return "ok"
 
+    def _going_on(self) -> bool:
+        return not self._stop.requested and self._error is None
+
     def _rounds(self, schedule: list[tuple[int, list[str]]]) -> None:
-        total = len(schedule)
         for index, (round, case_ids) in enumerate(schedule):
             pending = list(case_ids)
-            self.on_event("round", {"round": round, "index": index, "rounds": total})
-            while pending and self.stop is None and self.error is None:
+            scheduled = sum(len(ids) for _, ids in self._schedule)
+            self.on_event(Round(round, index, len(self._schedule), scheduled))
+            early_deaths: list[str] = []  # workers of this round dead before measuring
+            while pending and self._going_on():
                 outcome = self._worker(round, pending)
                 pending = [c for c in pending if c not in outcome.done]
-                self.failed_cases.update(outcome.failed)
-                if outcome.dead_in is not None:
+                self._failed_cases.update(outcome.failed)
+                if outcome.error is not None:
+                    self._internal = True
+                    self._error = f"internal error in a worker: {outcome.error.message}"
+                elif outcome.dead_in is not None:
                     pending.remove(outcome.dead_in)
-                    self.failed_cases.add(outcome.dead_in)
-                elif not outcome.finished and self.stop is None and not outcome.done:
-                    tail = f" ({outcome.cause})" if outcome.cause else ""
-                    self.error = f"a worker process failed before measuring anything{tail}"
-            if self.stop is not None or self.error is not None:
+                    self._failed_cases.add(outcome.dead_in)
+                elif not outcome.finished and self._going_on() and not outcome.done:
+                    early_deaths.append(outcome.cause or "it ended")
+                    if len(early_deaths) == 1:
+                        log.warning("round %d: %s; a fresh worker takes over", round, outcome.cause)
+                        self.on_event(Replaced(round, early_deaths[0]))
+                    else:
+                        self._error = (
+                            f"two workers of round {round} died before measuring anything: "
+                            + "; then ".join(early_deaths)
+                        )
+            if not self._going_on():
                 return
 
     def _more_rounds(self, started: float) -> None:
@@ -183,21 +225,21 @@ class Supervisor:
         m = self.suite.measure
         if m.ci_half_width is None:
             return
-        next_round = 1 + max((r for r, _ in self.schedule), default=-1)
-        while next_round < m.max_rounds and self.stop is None and self.error is None:
+        next_round = 1 + max((r for r, _ in self._schedule), default=-1)
+        while next_round < m.max_rounds and self._going_on():
             if m.budget_s is not None and time.monotonic() - started > m.budget_s:
                 return
             values = round_values(self.store.rows(self.run_id))
             wide = [
                 case_id
-                for case_id in self.cases
-                if case_id not in self.failed_cases
+                for case_id in self._cases
+                if case_id not in self._failed_cases
                 and relative_half_width(values.get(case_id, [])) > m.ci_half_width
             ]
             if not wide:
                 return
             (order,) = plan_rounds(wide, range(next_round, next_round + 1), self.options.seed)
-            self.schedule.append((next_round, order))
+            self._schedule.append((next_round, order))
             self._rounds([(next_round, order)])
             next_round += 1
 
@@ -218,20 +260,23 @@ class Supervisor:
             flops=self._flops,
             supervisor_pid=os.getpid(),
         )
-        number = self._sampler["workers"]
-        self._sampler["workers"] += 1
+        number = self._sampler.workers
+        self._sampler.workers += 1
         job_path, log_path = self.tmp / f"job-{number}.json", self.tmp / f"worker-{number}.log"
         job.write(job_path)
-        with open(log_path, "wb") as log:
+        with open(log_path, "wb") as stderr:
             proc = subprocess.Popen(
                 [*self.worker, str(job_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=log,
+                stderr=stderr,
                 start_new_session=True,  # the terminal's Ctrl-C reaches the supervisor only
             )
         self._proc = proc
-        if self.stop is not None:  # a signal came while it started
+        log.debug(
+            "worker %d (pid %d) for round %d: %d case(s)", number, proc.pid, round, len(case_ids)
+        )
+        if self._stop.requested:  # a signal came while it started
             proc.send_signal(signal.SIGINT)
         try:
             outcome = self._follow(proc, round)
@@ -242,33 +287,52 @@ class Supervisor:
             self._proc = None
         if not outcome.finished and outcome.cause is None:
             outcome.cause = f"the worker {_cause(proc.returncode)}"
+        clean = outcome.finished and not outcome.failed and proc.returncode == 0
+        kept = None if clean else self._keep_log(log_path, round, number)
         tail = _tail(log_path)
-        if outcome.dead_in is not None and not self.stop_now:
-            if tail:
-                outcome.cause += "; its last output: " + " | ".join(tail)
-            case = self.cases[outcome.dead_in]
-            recorder = Recorder(self.store, self.run_id, self.carbon)
-            recorder.failed(case, round, outcome.cause)
-            self.on_event("failed", {"case_id": case.case_id, "error": outcome.cause})
-        elif self.stop is not None:
-            outcome.dead_in = None  # stopped on request: not a failure of its case
-        elif not outcome.finished and tail:
+        if tail and outcome.cause is not None and outcome.error is None:
             outcome.cause += "; its last output: " + " | ".join(tail)
+        if kept is not None and outcome.cause is not None:
+            outcome.cause += f" (its log: {kept})"
+        if outcome.dead_in is not None and not self._stop.now:
+            case = self._cases[outcome.dead_in]
+            assert outcome.cause is not None
+            row = self.record.failed(case, round, outcome.cause, self.carbon)
+            self.on_event(RowStored(row.case_id, round, 0, "failed", row.error, None))
+            self.on_event(CaseDone(row.case_id, round, ok=False))
+        elif self._stop.requested:
+            outcome.dead_in = None  # stopped on request: not a failure of its case
         if outcome.sampler:
-            self._sampler["reads"] += outcome.sampler.get("reads", 0)
-            self._sampler["cpu_s"] += outcome.sampler.get("cpu_s", 0.0)
-            self._sampler["interval_s"] = outcome.sampler.get("interval_s")
+            self._sampler.reads += outcome.sampler.reads
+            self._sampler.cpu_s += outcome.sampler.cpu_s
+            self._sampler.interval_s = outcome.sampler.interval_s
         return outcome
+
+    def _keep_log(self, path: Path, round: int, number: int) -> Path | None:
+        """Keep the standard error of a worker that did not end cleanly, beside the store."""
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        try:
+            self._logs.mkdir(parents=True, exist_ok=True)
+            kept = self._logs / f"round-{round}-worker-{number}.log"
+            shutil.copyfile(path, kept)
+        except OSError as error:
+            log.warning("could not keep worker %d's log in %s: %s", number, self._logs, error)
+            return None
+        self._kept_logs = True
+        return kept
 
     def _follow(self, proc: subprocess.Popen, round: int) -> _Outcome:
         """Read the worker's events until it ends; kill it if a case outlives its limit."""
-        events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        events: queue.Queue[Event | str | None] = queue.Queue()
 
         def read() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                with contextlib.suppress(ValueError):
-                    events.put(json.loads(line))
+                try:
+                    events.put(decode(line.decode(errors="replace")))
+                except ProtocolError as error:
+                    events.put(str(error))
             events.put(None)
 
         threading.Thread(target=read, daemon=True).start()
@@ -281,32 +345,32 @@ class Supervisor:
             try:
                 event = events.get(timeout=POLL_S)
             except queue.Empty:
-                event = {"event": "tick"}
+                event = ""
             if event is None:
                 break
-            kind = event["event"]
-            if kind == "idle":
-                self.on_event("idle", {"seconds": event["seconds"]})
-            elif kind == "ready":
+            if isinstance(event, str):
+                if event:
+                    log.error("worker (pid %d): %s", proc.pid, event)
+            elif isinstance(event, Ready):
                 outcome.ready = event
                 self._on_ready(event)
-                self.on_event("ready", event)
                 since = time.monotonic()
-            elif kind == "case":
-                current, since = event["case_id"], time.monotonic()
-                self.on_event("case", {"round": round, "case": self.cases[current]})
-            elif kind == "row":
-                self.on_event("row", event)
-            elif kind == "done":
-                self._flops.update(event.get("flops") or {})
-                outcome.done.append(event["case_id"])
-                if not event["ok"]:
-                    outcome.failed.append(event["case_id"])
+            elif isinstance(event, CaseStarted):
+                current, since = event.case_id, time.monotonic()
+            elif isinstance(event, CaseDone):
+                self._flops.update(event.flops)
+                outcome.done.append(event.case_id)
+                if not event.ok:
+                    outcome.failed.append(event.case_id)
                 current = None
-                self.on_event("done", {"round": round, "case_id": event["case_id"]})
-            elif kind == "finished":
+            elif isinstance(event, Sampler):
                 outcome.finished = True
-                outcome.sampler = event.get("sampler")
+                outcome.sampler = event
+            elif isinstance(event, Error):
+                outcome.error = event
+                outcome.cause = f"internal error: {event.message}"
+            if isinstance(event, Event) and not isinstance(event, Sampler | Error):
+                self.on_event(event)
             waited = time.monotonic() - since
             startup = limit + m.idle_baseline_s
             if current is not None and waited > limit and outcome.cause is None:
@@ -317,87 +381,78 @@ class Supervisor:
                 )
                 proc.kill()
             elif current is None and not outcome.finished and waited > startup:
-                outcome.cause = f"the worker did not start within {startup:g} s"
+                if outcome.cause is None:
+                    outcome.cause = f"the worker did not start within {startup:g} s"
                 proc.kill()
         proc.wait()
-        if current is not None and outcome.dead_in is None and not outcome.finished:
+        ended = outcome.finished or outcome.error is not None
+        if current is not None and outcome.dead_in is None and not ended:
             outcome.dead_in = current  # it died inside this case
         return outcome
 
-    def _on_ready(self, event: dict[str, Any]) -> None:
+    def _on_ready(self, event: Ready) -> None:
         """The first worker's account of the hardware and sensors completes the run's record;
         its idle baseline serves every later round."""
-        if self._idle_w is None and event.get("idle_w") is not None:
-            self._idle_w = event["idle_w"]
-        if self._ready is None:
-            self._ready = event["metadata"]
-            run = self.store.run(self.run_id)
-            self.store.set_metadata(self.run_id, run.metadata | self._ready)
+        if self._idle_w is None and event.idle_w is not None:
+            self._idle_w = event.idle_w
+        if self._measured_by is None:
+            self._measured_by = event.metadata
+            self.record.update(**_known(event.metadata))
 
     # -- signals --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _stop_after_window(self, name: str) -> None:
+        self.on_event(Stopping(name))
         proc = self._proc
-        if self.stop is None:
-            self.stop = signal.Signals(signum).name
-            self.on_event("stopping", {"signal": self.stop})
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)  # finish the window, then stop
-            return
-        self.stop_now = True
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # finish the window, then stop
+
+    def _stop_now(self, name: str) -> None:
+        proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
 
     # -- the run's record -----------------------------------------------------------------
 
-    def _metadata(self) -> dict[str, Any]:
-        return {
-            **host(),
-            "carbon": self.carbon.to_dict(),
-            "world_size": 1,
-            "filters": self.options.filters,
-            "options": self.options.stored(),
-            "rounds": self.count,
-            "order": [[r, ids] for r, ids in self.schedule],
-            "skipped": list(self.suite.skipped),
-        }
-
-    def _begin(self) -> None:
-        begin(
+    def _begin(self) -> RunLog:
+        if self.options.resume is not None:
+            return RunLog.reopen(self.store, self.run_id, resumed=True)
+        metadata = RunMetadata(
+            **_known(host()),
+            carbon=self.carbon.to_dict(),
+            world_size=1,
+            filters=self.options.filters,
+            options=StoredOptions(**self.options.stored()),
+            rounds=self.count,
+            order=[[r, ids] for r, ids in self._schedule],
+            skipped=list(self.suite.skipped),
+        )
+        return RunLog.begin(
             self.store,
             self.run_id,
             label=self.options.label,
-            suite=self.suite,
-            metadata=self._metadata(),
-            reopen=self.options.resume is not None,
+            suite_name=self.suite.name,
+            suite_source=self.suite.source,
+            suite_text=self.suite.text,
+            metadata=metadata,
         )
 
-    def _end(self, status: str) -> None:
-        metadata = self.store.run(self.run_id).metadata
-        if self.options.resume is not None:
-            metadata["resumed_at"] = [*metadata.get("resumed_at", []), now()]
-            ordered = {r: ids for r, ids in metadata.get("order", [])}
-            for r, ids in self.schedule:
-                ordered.setdefault(r, ids)
-            metadata["order"] = [[r, ids] for r, ids in sorted(ordered.items())]
-        else:
-            metadata["order"] = [[r, ids] for r, ids in self.schedule]
-        metadata["idle_w"] = self._idle_w if self._idle_w is not None else metadata.get("idle_w")
-        metadata["sampler"] = self._sampler
-        if self.stop is not None:
-            metadata["stopped_by"] = self.stop
-        if self.error is not None:
-            metadata["error"] = self.error
-        self.store.end_run(self.run_id, status, now(), metadata)
+    def _end(self, status: str) -> str:
+        ordered = dict(self.record.metadata.case_order) if self.record.reopened else {}
+        for r, ids in self._schedule:
+            ordered.setdefault(r, ids)
+        return self.record.end(
+            status,
+            order=[[r, ids] for r, ids in sorted(ordered.items())],
+            idle_w=self._idle_w if self._idle_w is not None else self.record.metadata.idle_w,
+            sampler=self._sampler,
+            stopped_by=self._stop.signal,
+            error=self._error,
+            logs=str(self._logs) if self._kept_logs else self.record.metadata.logs,
+        )
+
+
+def _known(values: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a metadata record among ``values`` (what provenance reports)."""
+    fields = RunMetadata.__dataclass_fields__
+    return {k: v for k, v in values.items() if k in fields}

@@ -1,66 +1,55 @@
-"""A worker process: one round of a run, started by the supervisor (``carbonbench.execution.supervisor``).
+"""A worker process: one round of a run, started by the supervisor.
 
-``python -m carbonbench.execution.worker JOB.json`` measures the job's cases in the order given, writing
-every row to the store itself (so a row finished is a row kept, whatever happens to either
-process), and tells the supervisor what it does as JSON lines on its standard output: ``ready``
-(the sensors, the idle baseline), ``case``, ``row``, ``done``, ``finished``. Anything else it
-or the code it runs prints goes to standard error, which the supervisor keeps for the
-post-mortem of a worker that dies. SIGINT (forwarded by the supervisor) stops it after the
-current window; it ends itself when the supervisor is gone.
+``python -m carbonbench.execution.worker JOB.json`` measures the job's cases in the order
+given, writing every row to the store itself (so a row finished is a row kept, whatever happens
+to either process), and tells the supervisor what it does in the events of
+``carbonbench.execution.protocol``, one JSON line each on its standard output. Anything else it
+or the code it runs prints goes to standard error, which the supervisor keeps as the worker's
+log. SIGINT (forwarded by the supervisor) stops it after the current window; it ends itself
+when the supervisor is gone. An error inside carbonbench (not in a case) is sent as an
+``Error`` event with its traceback, and the worker exits with status 70 (EX_SOFTWARE).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
+import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
+import traceback
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from carbonbench.energy.carbon import CarbonSettings
+from carbonbench.execution.protocol import (
+    CaseDone,
+    CaseStarted,
+    Error,
+    Event,
+    Idle,
+    Job,
+    Ready,
+    RowStored,
+    Sampler,
+    Window,
+)
 
 PR_SET_PDEATHSIG = 1
-
-
-@dataclass
-class Job:
-    """What one worker measures, as the supervisor writes it (JSON)."""
-
-    db: str
-    run_id: str
-    round: int
-    cases: list[str]  # case ids, in the order to measure them
-    suite_text: str
-    suite_source: str
-    carbon: dict[str, Any]
-    options: dict[str, Any]  # corpus, seed, cpu_tdp_w
-    components: list[str]  # what to measure (no gpu when no case uses one)
-    idle_w: dict[str, float] | None = None  # measured by an earlier round; else measure it
-    flops: dict[str, list[int]] = field(default_factory=dict)  # counted by earlier rounds
-    supervisor_pid: int = 0
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.__dict__))
-
-    @classmethod
-    def read(cls, path: Path) -> Job:
-        return cls(**json.loads(path.read_text()))
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in carbonbench, not in the case
+log = logging.getLogger(__name__)
 
 
 class Events:
-    """JSON lines to the supervisor; a supervisor that has gone ends this process."""
+    """Events to the supervisor; a supervisor that has gone ends this process."""
 
     def __init__(self, stream: TextIO, supervisor_pid: int) -> None:
         self.stream, self.supervisor_pid = stream, supervisor_pid
 
-    def send(self, event: str, **data: Any) -> None:
+    def send(self, event: Event) -> None:
         self.orphaned_exit()
         try:
-            self.stream.write(json.dumps({"event": event, **data}, default=str) + "\n")
+            self.stream.write(event.to_json() + "\n")
             self.stream.flush()
         except BrokenPipeError:
             os._exit(1)
@@ -80,13 +69,14 @@ def _die_with_parent() -> None:
 
 
 def run_job(job: Job, events: Events) -> int:
+    from carbonbench.energy.carbon import CarbonSettings
     from carbonbench.energy.meter import EnergyMeter
-    from carbonbench.energy.provenance import measured_by
     from carbonbench.energy.sensors import SensorOptions, detect_sensors
-    from carbonbench.execution.runner import CaseRunner, Interrupt, RunOptions
+    from carbonbench.execution.runner import CaseRunner, RunOptions, stop_request
+    from carbonbench.execution.runtime import measured_by
     from carbonbench.models import flops
     from carbonbench.results.recorder import Recorder
-    from carbonbench.results.store import Store
+    from carbonbench.results.store import ResultRow, Store
     from carbonbench.suites.suite import parse
 
     flops.learn(job.flops)
@@ -97,30 +87,23 @@ def run_job(job: Job, events: Events) -> int:
     detection = detect_sensors(
         SensorOptions(cpu_tdp_w=options.cpu_tdp_w), components=set(job.components)
     )
-    interrupt = Interrupt()
+    stop = stop_request()
     with (
         Store(job.db, create=False) as store,
-        interrupt.installed(),
+        stop.installed(),
         EnergyMeter(detection.sensors, suite.measure.interval_s) as meter,
     ):
         meter.diagnostics = detection.diagnostics
         if job.idle_w is not None:
             meter.idle_w = dict(job.idle_w)
         elif suite.measure.idle_baseline_s > 0:
-            events.send("idle", seconds=suite.measure.idle_baseline_s)
+            events.send(Idle(suite.measure.idle_baseline_s))
             meter.idle_baseline(suite.measure.idle_baseline_s)
-        events.send("ready", metadata=measured_by(meter), idle_w=meter.idle_w, pid=os.getpid())
+        events.send(Ready(pid=os.getpid(), metadata=measured_by(meter), idle_w=meter.idle_w))
 
-        def on_row(row) -> None:
+        def on_row(row: ResultRow) -> None:
             watts = row.energy_j / row.duration_s if row.duration_s > 0 else None
-            events.send(
-                "row",
-                case_id=row.case_id,
-                status=row.status,
-                error=row.error,
-                repeat=row.repeat,
-                watts=watts,
-            )
+            events.send(RowStored(row.case_id, row.round, row.repeat, row.status, row.error, watts))
 
         recorder = Recorder(
             store,
@@ -129,18 +112,24 @@ def run_job(job: Job, events: Events) -> int:
             on_row=on_row,
             before_save=events.orphaned_exit,
         )
-        runner = CaseRunner(suite, meter, recorder, options, interrupt=interrupt)
+        runner = CaseRunner(
+            suite,
+            meter,
+            recorder,
+            options,
+            stop=stop,
+            on_window=lambda case, repeat, m, steps: events.send(
+                Window(case.case_id, job.round, repeat, m.duration_s, steps)
+            ),
+        )
         for case in cases:
-            if interrupt.requested:
+            if stop.requested:
                 break
-            events.send("case", case_id=case.case_id)
+            events.send(CaseStarted(case.case_id, job.round))
             ok = runner.run_case(case, job.round)
-            events.send("done", case_id=case.case_id, ok=ok, flops=flops.known())
-        sampler = {"reads": meter.sampler_reads, "cpu_s": meter.sampler_cpu_s}
+            events.send(CaseDone(case.case_id, job.round, ok, flops.known()))
         events.send(
-            "finished",
-            interrupted=interrupt.requested,
-            sampler=sampler | {"interval_s": meter.interval_s},
+            Sampler(meter.sampler_reads, meter.sampler_cpu_s, meter.interval_s, stop.requested)
         )
     return 0
 
@@ -153,9 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     events_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    from carbonbench.logs import configure
+
+    configure(0)  # the level the supervisor passed on in CARBONBENCH_LOG
     job = Job.read(Path(argv[0]))
     events = Events(os.fdopen(events_fd, "w", buffering=1), job.supervisor_pid)
-    return run_job(job, events)
+    try:
+        return run_job(job, events)
+    except KeyboardInterrupt:  # a second SIGINT: stop at once, every finished row is stored
+        return 130
+    except Exception as error:  # carbonbench's own: a case's errors are failed rows
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        events.send(Error(f"{type(error).__name__}: {error}", text))
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ from torch import Tensor, nn
 
 from carbonbench.errors import InputError
 from carbonbench.execution.data import Batch, CorpusSource, MarkovSource, MaskingTask, ReversalTask
-from carbonbench.models import architecture, generating
+from carbonbench.models import architecture
 from carbonbench.models.flops import METHOD, count_flops, count_generation_flops
+from carbonbench.suites.phases import DTYPE_NAMES, GENERATION_PHASES, supports, why_unsupported
 
-PHASES = ("train", "infer", "prefill", "decode", "train-to-target")
-GENERATION_PHASES = ("prefill", "decode")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# the phase and dtype names are the suites' (torch-free); here, what they mean to torch
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 POOL = 8  # distinct batches cycled through in measured windows: data costs nothing there
 
 
@@ -61,18 +61,6 @@ class Workload:
 
 class WorkloadError(InputError):
     """A phase, dtype or corpus this case cannot run with: the message names the fix."""
-
-
-def supports(arch: str, phase: str) -> bool:
-    """Generation phases need a key/value cache: the architectures whose record generates."""
-    if phase not in PHASES:
-        raise WorkloadError(f"unknown phase {phase!r}; valid: {', '.join(PHASES)}")
-    return phase not in GENERATION_PHASES or architecture(arch).generates
-
-
-def why_unsupported(phase: str) -> str:
-    """Why ``supports`` said no, for messages: which architectures can."""
-    return f"{phase} needs a key/value cache ({', '.join(generating()) or 'none'} only)"
 
 
 def make_source(model: nn.Module, corpus: str | None, seed: int):

@@ -17,8 +17,6 @@ Offline, always: the carbon intensity comes from codecarbon's bundled tables.
 from __future__ import annotations
 
 import contextlib
-import os
-import time
 from contextlib import ContextDecorator
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,11 @@ from typing import Any
 from carbonbench.energy.carbon import CarbonSettings, resolve
 from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.energy.provenance import host
-from carbonbench.results.recorder import Recorder, now
+from carbonbench.results.metadata import RunMetadata
+from carbonbench.results.recorder import Recorder
+from carbonbench.results.runlog import RunLog, new_run_id
 from carbonbench.results.store import DEFAULT_DB, ResultRow, Store
+from carbonbench.signals import StopRequest
 from carbonbench.suites.case import Case
 
 
@@ -60,7 +61,6 @@ class Tracker(ContextDecorator):
         self.carbon = self.carbon or resolve()
         self._meter = EnergyMeter(interval_s=self.interval_s)
         self._meter.begin_window(self.label)
-        self._started = time.time()
         return self
 
     def __exit__(self, kind: object, error: object, tb: object) -> None:
@@ -76,34 +76,32 @@ class Tracker(ContextDecorator):
             self._meter = None
 
     def _store(self, error: str | None) -> None:
-        from carbonbench.energy.provenance import measured_by
-        from carbonbench.execution.runner import new_run_id
+        from carbonbench.execution.runtime import measured_by
 
         assert self.measurement is not None and self.carbon is not None and self._meter
         m = self.measurement
         self.run_id = new_run_id()
         # the label names the case: two runs of the same label are compared with each other
         case = Case(self.label, "-", "-", self.kind, 0, 0, "host", "-")
-        metadata = {
-            **host(),
-            **measured_by(self._meter),
-            "kind": self.kind,
-            "carbon": self.carbon.to_dict(),
-            "work": self.work,
-            "unit": self.unit,
-            "process": {"pid": os.getpid(), "started": self._started},
-            **self.details,
-        }
+        known = RunMetadata.__dataclass_fields__
+        details = {**host(), **measured_by(self._meter), **self.details}
+        metadata = RunMetadata(
+            **{k: v for k, v in details.items() if k in known},
+            kind=self.kind,
+            carbon=self.carbon.to_dict(),
+            work=self.work,
+            unit=self.unit,
+            extra={k: v for k, v in self.details.items() if k not in known},
+        )
         # the measurement is real either way (the row is ok); the run says how the work ended
-        status = "failed" if error else "ok"
         with Store(self.db) as store:
-            store.begin_run(
+            record = RunLog.begin(
+                store,
                 self.run_id,
                 label=self.label,
                 suite_name=self.kind,
                 suite_source=self.details.get("command_line", self.label),
                 suite_text="",
-                started_at=now(),
                 metadata=metadata,
             )
             recorder = Recorder(store, self.run_id, self.carbon)
@@ -125,7 +123,7 @@ class Tracker(ContextDecorator):
             )
             recorder.save(row)
             self.row = row
-            store.end_run(self.run_id, status, now())
+            record.end("failed" if error else "ok")
 
 
 def track(label: str, **options: Any) -> Tracker:
@@ -171,17 +169,13 @@ def run_command(
             raise
         forwarded: list[str] = []
 
-        def forward(signum: int, frame: object) -> None:
-            forwarded.append(signal.Signals(signum).name)
+        def forward(name: str) -> None:  # the first signal and every one after it
+            forwarded.append(name)
             with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signum)
+                child.send_signal(signal.Signals[name])
 
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with StopRequest(on_first=forward, on_second=forward).installed():
             status = child.wait()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
         exit_status = 128 - status if status < 0 else status  # a signal: 128 + its number
         details.update(exit_status=exit_status, signals=forwarded)
         if exit_status != 0:

@@ -1,5 +1,5 @@
-"""Figures of merit per row and per round: the one definition the run's table, the report and
-the gate share.
+"""Figures of merit per row, per round and per run: the one definition and the one reduction
+the run's table, the report and the gate share.
 
 All are per unit of work, lower is better, except ``tokens_per_s``. A metric a row cannot
 give (no tokens, unknown FLOPs, no peak memory) is left out, never zero.
@@ -7,20 +7,21 @@ give (no tokens, unknown FLOPs, no peak memory) is left out, never zero.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from carbonbench.results.store import ResultRow
 from carbonbench.stats import median
+from carbonbench.suites.thresholds import EXACT, STATISTICAL  # what the gate judges
 
-# what the gate judges; the exact ones change on any difference, the others are noisy
-STATISTICAL = (
-    "energy_per_token",
-    "time_per_token",
-    "co2e_per_1k_tokens",
-    "peak_memory",
-    "time_per_call",  # plain pytest-benchmark files: seconds per call
-)
-EXACT = ("flops_per_step", "params")
+__all__ = [
+    "EXACT",
+    "STATISTICAL",
+    "energy_per_token_by_domain",
+    "round_metrics",
+    "round_values",
+    "row_metrics",
+    "run_metrics",
+]
 
 
 def row_metrics(row: ResultRow) -> dict[str, float]:
@@ -48,16 +49,20 @@ def energy_per_token_by_domain(row: ResultRow) -> dict[str, float]:
     )
 
 
-def round_metrics(rows: Iterable[ResultRow]) -> dict[str, dict[str, list[float]]]:
+def round_metrics(
+    rows: Iterable[ResultRow], of: Callable[[ResultRow], dict[str, float]] = row_metrics
+) -> dict[str, dict[str, list[float]]]:
     """Per case and metric, one value per round: the median of that round's windows.
 
     The windows of one round share its process's conditions, so they are not independent
     samples; rounds (fresh processes) are. Every interval and test is built on these values.
-    Rounds are in order; a round without a value for a metric is left out of that metric."""
+    Rounds are in order; a round without a value for a metric is left out of that metric.
+    ``of`` gives a window's values (default: its figures of merit; ``energy_per_token_by_domain``
+    for the domains)."""
     windows: dict[str, dict[int, list[dict[str, float]]]] = {}
     for row in rows:
         if row.ok:
-            windows.setdefault(row.case_id, {}).setdefault(row.round, []).append(row_metrics(row))
+            windows.setdefault(row.case_id, {}).setdefault(row.round, []).append(of(row))
     out: dict[str, dict[str, list[float]]] = {}
     for case_id, by_round in windows.items():
         values: dict[str, list[float]] = {}
@@ -74,3 +79,14 @@ def round_values(
 ) -> dict[str, list[float]]:
     """One metric's round values per case (see ``round_metrics``)."""
     return {c: m.get(metric, []) for c, m in round_metrics(rows).items()}
+
+
+def run_metrics(
+    rows: Iterable[ResultRow], of: Callable[[ResultRow], dict[str, float]] = row_metrics
+) -> dict[str, dict[str, float]]:
+    """Per case and metric, the run's value: the median over its round values (see
+    ``round_metrics``). What a summary shows, and one point of a case's history."""
+    return {
+        case_id: {name: median(values) for name, values in metrics.items()}
+        for case_id, metrics in round_metrics(rows, of).items()
+    }

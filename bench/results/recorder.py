@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,33 +28,6 @@ def downsample(m: Measurement) -> dict[str, Any]:
         "t": m.timeline.t[::stride],
         "watts": {d: w[::stride] for d, w in m.timeline.watts.items()},
     }
-
-
-def begin(
-    store: Store,
-    run_id: str,
-    *,
-    label: str | None,
-    suite: Any,  # carbonbench.suites.suite.Suite
-    metadata: dict[str, Any],
-    reopen: bool,
-) -> None:
-    """Start the run's record, or (``reopen``: a resume, a later round) mark it running again;
-    either way with this process, so a run left marked running can be told from a live one."""
-    process = {"pid": os.getpid(), "started": time.time()}
-    if reopen:
-        before = store.run(run_id)
-        store.reopen_run(run_id, before.metadata | {"process": process})
-        return
-    store.begin_run(
-        run_id,
-        label=label,
-        suite_name=suite.name,
-        suite_source=suite.source,
-        suite_text=suite.text,
-        started_at=now(),
-        metadata=metadata | {"process": process},
-    )
 
 
 class Recorder:
@@ -118,9 +89,18 @@ class Recorder:
             **values,
         )
 
-    def failed(self, case: Case, round: int, error: str, params: int | None = None) -> ResultRow:
-        """Record a case that could not be measured (its measured windows, if any, stay)."""
-        row = self.row(case, round, 0, status="failed", error=error, params=params)
+    def failed(
+        self,
+        case: Case,
+        round: int,
+        error: str,
+        params: int | None = None,
+        traceback: str | None = None,
+    ) -> ResultRow:
+        """Record a case that could not be measured (its measured windows, if any, stay),
+        with the traceback of its own code where it raised."""
+        extra = {"traceback": traceback} if traceback else {}
+        row = self.row(case, round, 0, status="failed", error=error, params=params, extra=extra)
         self.save(row)
         return row
 

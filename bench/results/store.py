@@ -4,26 +4,31 @@ WAL mode and one transaction per row, so a reader (the report) never blocks the 
 may write one file at once, and an interrupted run keeps every row it finished. The file is
 marked with an application id; a file that is not a carbonbench store, or is damaged, is
 refused with a clear message and left untouched. The schema is versioned (``user_version``)
-and migrated on open.
+and migrated on open by ``MIGRATIONS``, literal SQL frozen as each version shipped: never edit a
+migration, append a new one (a store written years ago must still mean what it meant).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 from urllib.parse import quote
 
 from carbonbench.energy.carbon import CarbonSettings
 from carbonbench.energy.hardware import Hardware
 from carbonbench.errors import CarbonbenchError
+from carbonbench.results.metadata import MetadataError, RunMetadata
 from carbonbench.suites.case import Case
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("carbonbench-results/results.sqlite")
 APPLICATION_ID = 0x43424E43  # "CBNC"
@@ -37,8 +42,8 @@ class StoreError(CarbonbenchError):
 class ResultRow:
     """One measured window of one case (or a case's failure): the unit of the results table.
 
-    Identity (the case's fields, see ``carbonbench.suites.case``), work, time, energy per domain with
-    its method, carbon with its inputs, and status."""
+    Identity (the case's fields, see ``carbonbench.suites.case``), work, time, energy per domain
+    with its method, carbon with its inputs, and status."""
 
     run_id: str
     case_id: str
@@ -116,16 +121,15 @@ class RunRecord:
     status: str  # running | ok | failed | interrupted
     started_at: str
     ended_at: str | None
-    metadata: dict[str, Any]
+    metadata: RunMetadata
 
     @property
     def carbon(self) -> CarbonSettings | None:
-        stored = self.metadata.get("carbon")
-        return CarbonSettings.from_dict(stored) if stored else None
+        return self.metadata.carbon_settings
 
     @property
     def hardware(self) -> Hardware:
-        return Hardware.from_dict(self.metadata)
+        return self.metadata.hardware
 
 
 JSON_COLUMNS = {
@@ -136,21 +140,12 @@ JSON_COLUMNS = {
     "timeline",
     "extra",
 }
-_SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}  # else JSON text
-
-
-def _columns(exclude: set[str] = frozenset()) -> list[str]:
-    hints = get_type_hints(ResultRow)
-    out = []
-    for f in fields(ResultRow):
-        if f.name in exclude:
-            continue
-        args = [a for a in get_args(hints[f.name]) if a is not type(None)]
-        base = args[0] if args and get_origin(hints[f.name]) is not dict else hints[f.name]
-        out.append(f"{f.name} {_SQL_TYPES.get(base, 'TEXT')}")
-    return out
-
-
+# The schema's history, one entry per version (``user_version`` N has run MIGRATIONS[:N]).
+# Rule: never edit a migration, append a new one. Each is literal SQL, frozen as it shipped:
+# stores written by every earlier version are opened by this code (tests/test_migrations.py
+# opens the committed ones), and a migration built from live code (say, ResultRow's fields)
+# would silently change what an old version number means. A field added to ResultRow needs
+# its own ``ALTER TABLE results ADD COLUMN`` here; statements are split on ";".
 MIGRATIONS: list[str] = [
     # 1: runs and results
     """
@@ -168,9 +163,48 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE results (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        """
-    + ",\n        ".join(_columns(exclude={"round"}))
-    + """,
+        run_id TEXT,
+        case_id TEXT,
+        repeat INTEGER,
+        arch TEXT,
+        size TEXT,
+        impl TEXT,
+        phase TEXT,
+        device TEXT,
+        dtype TEXT,
+        batch INTEGER,
+        seq_len INTEGER,
+        status TEXT,
+        error TEXT,
+        params INTEGER,
+        steps INTEGER,
+        samples INTEGER,
+        tokens INTEGER,
+        src_tokens INTEGER,
+        flops INTEGER,
+        flops_method TEXT,
+        duration_s REAL,
+        energy_j REAL,
+        energy_by_domain TEXT,
+        method_by_domain TEXT,
+        additive_by_domain TEXT,
+        idle_w TEXT,
+        dynamic_energy_j REAL,
+        loss REAL,
+        target_loss REAL,
+        reached_target INTEGER,
+        kwh REAL,
+        pue REAL,
+        intensity_g_per_kwh REAL,
+        intensity_source TEXT,
+        intensity_year INTEGER,
+        intensity_region TEXT,
+        co2e_g REAL,
+        peak_memory_bytes INTEGER,
+        world_size INTEGER,
+        timeline TEXT,
+        extra TEXT,
+        created_at TEXT,
         FOREIGN KEY (run_id) REFERENCES runs(run_id)
     );
     CREATE INDEX results_run ON results(run_id, case_id);
@@ -225,6 +259,10 @@ class Store:
                 f"{self.path} is not a readable SQLite database ({error}); it was left "
                 "untouched: give another --db, or move the file away"
             ) from None
+        if log.isEnabledFor(logging.DEBUG):
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            mode = "read-only" if readonly else "read-write"
+            log.debug("store %s opened %s at schema %d", self.path, mode, version)
 
     def _prepare_folder(self) -> None:
         folder = self.path.parent
@@ -309,6 +347,10 @@ class Store:
                         self.db.execute(statement)
             self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version == 0:
+            log.info("store %s created at schema %d", self.path, SCHEMA_VERSION)
+        else:
+            log.info("store %s migrated from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -402,9 +444,21 @@ class Store:
                 f"INSERT INTO results ({columns}) VALUES ({marks})", list(record.values())
             )
 
-    @staticmethod
-    def _run_record(row: sqlite3.Row) -> RunRecord:
-        return RunRecord(**{**dict(row), "metadata": json.loads(row["metadata"])})
+    def set_metadata_field(self, run_id: str, key: str, value: Any) -> None:
+        """Set one top-level field of a run's metadata in one statement (no read-modify-write
+        that could lose what another process wrote meanwhile)."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE runs SET metadata = json_set(metadata, ?, json(?)) WHERE run_id = ?",
+                (f"$.{key}", json.dumps(value, default=str), run_id),
+            )
+
+    def _run_record(self, row: sqlite3.Row) -> RunRecord:
+        try:
+            metadata = RunMetadata.from_dict(json.loads(row["metadata"]), f"run {row['run_id']}")
+        except (ValueError, MetadataError) as error:
+            raise StoreError(f"{self.path}: {error}") from None
+        return RunRecord(**{**dict(row), "metadata": metadata})
 
     def runs(self) -> list[RunRecord]:
         """Every run, oldest first."""

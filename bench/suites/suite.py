@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -61,13 +62,13 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from carbonbench.errors import InputError
-from carbonbench.execution.workloads import DTYPES, PHASES, supports, why_unsupported
 from carbonbench.models import ARCHITECTURES, ArchitectureError, architecture
 from carbonbench.suites.case import Case
+from carbonbench.suites.phases import DTYPE_NAMES, SUITE_PHASES, supports, why_unsupported
 
-SUITE_PHASES = (*[p for p in PHASES if p not in ("prefill", "decode")], "generate")
 BUILTIN = ("smoke", "gpu", "nightly")
-# [thresholds] belongs to the regression gate (carbonbench.analysis.compare), which reads it from the suite
+# [thresholds] belongs to the regression gate (carbonbench.analysis.compare), which reads it
+# from the suite; the suite only checks it (carbonbench.suites.thresholds)
 TABLES = ("suite", "matrix", "measure", "target", "carbon", "thresholds")
 
 
@@ -131,7 +132,7 @@ MATRIX: dict[str, tuple[type, Callable[[], tuple[str, ...]] | tuple[str, ...] | 
     "batch": (int, None),
     "seq_len": (int, None),
     "device": (str, None),
-    "dtype": (str, tuple(DTYPES)),
+    "dtype": (str, DTYPE_NAMES),
 }
 MATRIX_DEFAULTS = {"size": ["tiny"], "impl": ["fused"], "device": ["cpu"], "dtype": ["float32"]}
 
@@ -224,18 +225,19 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
     return matrix
 
 
+# the device types torch runs models on, optionally with an index: as torch.device parses them,
+# without importing torch (the supervisor reads suites)
+DEVICE = re.compile(r"(cpu|cuda|mps|xpu|hpu|mtia|xla)(:\d+)?")
+
+
 def _check_device(where: str, value: str) -> None:
     """A device string torch understands (cpu, cuda, cuda:1, mps, ...): checked when the suite
     is read, not when a case fails on it."""
-    import torch
-
-    try:
-        torch.device(value)
-    except (RuntimeError, ValueError):
+    if DEVICE.fullmatch(value) is None:
         raise SuiteError(
             f"{where}: [matrix].device has {value!r}, which torch does not know; "
             "give cpu, cuda or cuda:N"
-        ) from None
+        )
 
 
 def _why_not(case: Case) -> str | None:
@@ -286,11 +288,11 @@ def parse(text: str, source: str) -> Suite:
             else:
                 skipped.append(f"{case.case_id}: {why}")
     if "thresholds" in data:
-        from carbonbench.analysis.compare import CompareError, thresholds_from_table
+        from carbonbench.suites.thresholds import ThresholdsError, thresholds_from_table
 
         try:
             thresholds_from_table(data["thresholds"], f"{source} [thresholds]")
-        except CompareError as error:
+        except ThresholdsError as error:
             raise SuiteError(str(error)) from None
     return Suite(
         name=name,

@@ -1,6 +1,6 @@
 """Architectures that fail the way real jobs do, for the supervisor's tests: a worker killed
-(the OOM killer), a segfault, an exit, a step that never returns. Suites name them as
-``tests.examples.faults:KILLED`` and so on; only tests use them.
+(the OOM killer), a segfault, an exit, a step that never returns, a model that raises. Suites
+name them as ``tests.examples.faults:KILLED`` and so on; only tests use them.
 
 Each is a tiny language model whose forward pass faults on its ``FAULT_AT``-th call (after its
 warm-up and into the first measured window), or, with ``CARBONBENCH_TEST_FAULT_ONCE`` naming
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from carbonbench.models import Architecture
 
-FAULT_AT = 4
+FAULT_AT = 3  # warm-up (1 step) and at least one measured step always come first
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ def _fault(kind: str) -> None:
         os._exit(7)
     elif kind == "hang":
         threading.Event().wait()
+    elif kind == "raise":
+        raise ValueError("the model's own bug")
 
 
 class Faulty(nn.Module):
@@ -78,3 +80,4 @@ KILLED = _record("kill")
 SEGFAULT = _record("segfault")
 EXITS = _record("exit")
 HANGS = _record("hang")
+RAISES = _record("raise")

@@ -1,0 +1,118 @@
+"""The seams between processes and installs: the worker protocol's events and job, and the
+JSON `carbonbench run --json` prints for `ab` to read from another install."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from carbonbench.cli import main
+from carbonbench.execution import protocol
+from carbonbench.execution.protocol import (
+    EVENTS,
+    PROTOCOL,
+    CaseDone,
+    Job,
+    ProtocolError,
+    RowStored,
+    decode,
+)
+from tests.helpers import fast_suite
+
+EXAMPLES = {
+    "idle": protocol.Idle(2.0),
+    "ready": protocol.Ready(pid=7, metadata={"gpus": []}, idle_w={"cpu:package-0": 3.5}),
+    "round": protocol.Round(round=2, index=1, rounds=3, scheduled=12),
+    "case": protocol.CaseStarted("gpt/tiny", 2),
+    "window": protocol.Window("gpt/tiny", 2, 1, 0.51, 40),
+    "row": RowStored("gpt/tiny", 2, 1, "ok", None, 12.5),
+    "done": CaseDone("gpt/tiny", 2, True, {"key": [1, 2]}),
+    "sampler": protocol.Sampler(reads=50, cpu_s=0.01, interval_s=0.1, interrupted=False),
+    "error": protocol.Error("AttributeError: x", "Traceback ..."),
+    "replaced": protocol.Replaced(3, "the worker killed by SIGKILL"),
+    "stopping": protocol.Stopping("SIGTERM"),
+}
+
+
+def test_every_event_round_trips_as_one_versioned_json_line() -> None:
+    assert set(EXAMPLES) == set(EVENTS)  # an example of each kind
+    for kind, event in EXAMPLES.items():
+        line = event.to_json()
+        assert "\n" not in line
+        data = json.loads(line)
+        assert data["v"] == PROTOCOL and data["event"] == kind
+        assert decode(line) == event
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "not json",
+        json.dumps({"event": "row"}),  # no version: an older worker
+        json.dumps({"v": PROTOCOL + 1, "event": "row"}),
+        json.dumps({"v": PROTOCOL, "event": "teleport"}),
+        "[1, 2]",
+    ],
+)
+def test_a_line_of_another_protocol_is_refused(line) -> None:
+    with pytest.raises(ProtocolError):
+        decode(line)
+
+
+def test_the_job_round_trips_and_names_its_protocol(tmp_path) -> None:
+    job = Job("db.sqlite", "run", 1, ["a", "b"], "[suite]", "s.toml", {}, {}, ["cpu"])
+    job.write(tmp_path / "job.json")
+    assert Job.read(tmp_path / "job.json") == job
+    stale = dataclasses.asdict(job) | {"v": PROTOCOL - 1}
+    (tmp_path / "old.json").write_text(json.dumps(stale))
+    with pytest.raises(ProtocolError, match="protocol"):
+        Job.read(tmp_path / "old.json")
+
+
+SCHEMA = json.loads(resources.files("carbonbench.cli").joinpath("run.schema.json").read_text())
+
+
+def test_run_json_of_the_installed_version_follows_its_schema(tmp_path) -> None:
+    """The installed command in its own process, as `ab` runs a base or head install."""
+    suite = tmp_path / "suite.toml"
+    suite.write_text(fast_suite(archs=("rnn", "tests.examples.faults:RAISES")).text)
+    command = [sys.executable, "-m", "carbonbench", "run", "--suite", str(suite)]
+    command += ["--db", str(tmp_path / "r.sqlite"), "--json", "--rounds", "1"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
+    assert result.returncode == 1, result.stderr  # one case failed: exit 1, JSON all the same
+    output = json.loads(result.stdout)
+    jsonschema.validate(output, SCHEMA)
+    assert output["schema"] == 1
+    assert {c["status"] for c in output["cases"]} == {"ok", "failed"}
+
+
+def test_the_schema_accepts_what_earlier_versions_printed() -> None:
+    """Before `schema` existed (0.1.0): the same fields, no version."""
+    earlier = {"run_id": "20261201T000000Z-abcdef", "status": "ok", "db": "x", "cases": []}
+    jsonschema.validate(earlier, SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"status": "ok"}, SCHEMA)  # a reader needs the run id
+
+
+def test_an_internal_error_exits_2_saying_so(tmp_path, monkeypatch, capsys) -> None:
+    from carbonbench.execution import supervisor
+
+    monkeypatch.setattr(supervisor, "WORKER", [sys.executable, "-m", "tests.examples.dying_worker"])
+    monkeypatch.setenv("CARBONBENCH_TEST_STARTS", str(tmp_path / "starts"))
+    monkeypatch.setenv("CARBONBENCH_TEST_BUG", "1")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    suite = tmp_path / "suite.toml"
+    suite.write_text(fast_suite(archs=("rnn",)).text)
+    code = main(["run", "--suite", str(suite), "--db", str(tmp_path / "r.sqlite")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "internal error" in err and "AttributeError" in err and "report it" in err
