@@ -76,6 +76,14 @@ def supervisor(session: nox.Session) -> None:
 
 
 @nox.session
+def run_overhead(session: nox.Session) -> None:
+    """Where a run's time goes: windows, warm-up, idle baseline and the rest; and ab's wall
+    time (the README's figures)."""
+    _install(session)
+    session.run("python", "benchmarks/run_overhead.py", *session.posargs)
+
+
+@nox.session
 def crosscheck(session: nox.Session) -> None:
     """The same work measured by carbonbench and by codecarbon's tracker (the README's table)."""
     _install(session)

@@ -32,9 +32,9 @@ from rich.table import Table
 from carbonbench.energy.carbon import resolve
 from carbonbench.energy.meter import EnergyMeter
 from carbonbench.energy.sensors import detect_sensors
+from carbonbench.execution.protocol import Job
 from carbonbench.execution.runner import Runner, RunOptions, new_run_id
 from carbonbench.execution.supervisor import WORKER, Supervisor
-from carbonbench.execution.worker import Job
 from carbonbench.results.store import Store
 from carbonbench.suites.suite import load, narrow
 

@@ -221,6 +221,14 @@ def test_the_real_command_on_both_sides(tmp_path, capsys) -> None:
     runs = stored(tmp_path)
     assert [r.label for r in runs] == ["base", "head", "head", "base"]
     assert all(r.status == "ok" for r in runs)
+    # the first run measured the idle baseline; the other three reused it, and say so
+    source = f"run {runs[0].run_id} (base of pair 1)"
+    assert runs[0].metadata.idle_source is None and runs[0].metadata.idle_w
+    assert all(r.metadata.idle_source == source for r in runs[1:])
+    assert all(r.metadata.idle_w == runs[0].metadata.idle_w for r in runs[1:])
+    assert any(
+        f"idle baseline measured once, by {source}, and reused by 3" in n for n in result["notes"]
+    )
 
 
 def test_bad_pair_counts_are_refused(tmp_path, capsys) -> None:

@@ -116,3 +116,15 @@ def test_an_internal_error_exits_2_saying_so(tmp_path, monkeypatch, capsys) -> N
     err = capsys.readouterr().err
     assert code == 2
     assert "internal error" in err and "AttributeError" in err and "report it" in err
+
+
+def test_a_given_idle_baseline_must_be_well_formed(tmp_path, monkeypatch, capsys) -> None:
+    given = protocol.IdleBaseline({"cpu:modelled": 3.0}, "run x")
+    assert protocol.IdleBaseline.from_env(given.to_env()) == given
+    monkeypatch.setenv(protocol.IDLE_BASELINE_ENV, "{not json")
+    suite = tmp_path / "suite.toml"
+    suite.write_text(fast_suite(archs=("rnn",)).text)
+    assert main(["run", "--suite", str(suite), "--db", str(tmp_path / "r.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("carbonbench: error: CARBONBENCH_IDLE_BASELINE must be JSON")
+    assert "\n" not in err and not (tmp_path / "r.sqlite").exists()

@@ -187,8 +187,7 @@ def test_a_worker_that_dies_fails_only_its_case(tmp_path, fault, cause) -> None:
     suite = fast_suite(archs=(faulty, "rnn"))
     status, run, rows, _ = supervise(suite, tmp_path)
     assert status == "failed" and run.status == "failed"
-    (failed,) = [r for r in rows if r.arch == faulty]
-    assert failed.status == "failed"
+    (failed,) = [r for r in rows if r.arch == faulty and r.status == "failed"]
     assert cause in failed.error and "about to fault" in failed.error  # its stderr's last lines
     assert [r.status for r in rows if r.arch == "rnn"] == ["ok", "ok"]  # the suite went on
 

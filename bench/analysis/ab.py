@@ -31,10 +31,12 @@ from typing import Any
 from carbonbench.analysis.gate import ALPHA, Judgement, judge_pairs, min_pairs
 from carbonbench.analysis.verdicts import Cases, Comparison, Evidence, first_errors, judge_cases
 from carbonbench.errors import InputError
+from carbonbench.execution.protocol import IDLE_BASELINE_ENV, IdleBaseline
 from carbonbench.results.metadata import AbTag
 from carbonbench.results.metrics import EXACT, round_metrics
 from carbonbench.results.runlog import RunLog
 from carbonbench.results.store import Store
+from carbonbench.signals import StopRequest
 from carbonbench.suites.thresholds import Thresholds
 
 METRICS = ("energy_per_token", "time_per_token", *EXACT)
@@ -112,11 +114,14 @@ class Ab:
         self.pairs: list[Pair] = []
         self.on_event = on_event or (lambda kind, info: None)
         self._child: subprocess.Popen | None = None
+        self._stop = StopRequest(on_first=self._forward_sigterm)
+        self.idle: IdleBaseline | None = None  # measured by the first run, reused by the rest
 
     def run(self) -> Comparison:
-        """Pairs until the verdicts are settled or ``max_pairs`` is reached."""
-        previous = signal.signal(signal.SIGTERM, self._forward_sigterm)
-        try:
+        """Pairs until the verdicts are settled or ``max_pairs`` is reached. SIGINT or SIGTERM
+        stops once the running side has stored what it finished (a terminal's Ctrl-C reaches
+        it too; a SIGTERM is passed on to it); a second signal stops at once."""
+        with self._stop.installed():
             for look, target in enumerate(self.plan.schedule):
                 if look:
                     self.on_event("more", {"pairs": target})
@@ -128,8 +133,6 @@ class Ab:
                 if not self.borderline(result):
                     break
             return result
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
     def _pair(self, index: int) -> None:
         ids: dict[str, str] = {}
@@ -142,21 +145,20 @@ class Ab:
         command = self.plan.base if side == "base" else self.plan.head
         argv = [*command, "run", *self.plan.run_args]
         argv += ["--rounds", "1", "--db", str(self.plan.db), "--label", side, "--json"]
+        env = os.environ | ({IDLE_BASELINE_ENV: self.idle.to_env()} if self.idle else {})
         try:
             self._child = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
             )
         except OSError as error:
             raise AbError(f"cannot start the {side} command {command[0]!r}: {error}") from None
         try:
             out, err = self._child.communicate()
-        except KeyboardInterrupt:  # the child had the same SIGINT: let it store its rows
-            self._child.wait()
-            raise Interrupted("SIGINT") from None
         finally:
             code, self._child = self._child.returncode, None
-        if code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
-            raise Interrupted("SIGTERM" if code in (143, -signal.SIGTERM) else "SIGINT")
+        if self._stop.requested or code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+            by_code = "SIGTERM" if code in (143, -signal.SIGTERM) else "SIGINT"
+            raise Interrupted(self._stop.signal or by_code)
         try:
             run_id = json.loads(out)["run_id"]
         except (ValueError, KeyError, TypeError):
@@ -166,6 +168,10 @@ class Ab:
             ) from None
         with Store(self.plan.db, create=False) as store:
             RunLog.tag(store, run_id, AbTag(self.comparison_id, side, index))
+            idle_w = store.run(run_id).metadata.idle_w
+        if self.idle is None and idle_w:  # both sides run on this machine: once is enough
+            source = f"run {run_id} ({side} of pair {index + 1})"
+            self.idle = IdleBaseline(idle_w, source)
         self.on_event("stored", {"pair": index, "side": side, "run_id": run_id, "exit": code})
         return run_id
 
@@ -181,11 +187,11 @@ class Ab:
                 f"at best p = 2^-n; give --max-pairs {needed} or more"
             )
 
-    def _forward_sigterm(self, signum: int, frame: object) -> None:
-        if self._child is not None and self._child.poll() is None:
-            os.kill(self._child.pid, signal.SIGTERM)
-            self._child.wait()
-        raise Interrupted("SIGTERM")
+    def _forward_sigterm(self, name: str) -> None:
+        """A SIGTERM (CI cancelling the job) reaches only this process: pass it on."""
+        child = self._child
+        if name == "SIGTERM" and child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
 
     # -- the verdict ----------------------------------------------------------------------
 
@@ -194,7 +200,15 @@ class Ab:
         with Store(self.plan.db, create=False, readonly=True) as store:
             base = [measured(store, p.base) for p in self.pairs]
             head = [measured(store, p.head) for p in self.pairs]
+            runs = [store.run(run_id) for p in self.pairs for run_id in (p.base, p.head)]
         result = paired_comparison(base, head, self.plan)
+        if self.idle is not None:
+            reused = sum(r.metadata.idle_source == self.idle.source for r in runs)
+            result.notes.append(
+                f"idle baseline measured once, by {self.idle.source}, and reused by {reused} "
+                "later run(s) on this machine (runs of versions that do not take it measured "
+                "their own)"
+            )
         result.notes.insert(
             0,
             f"{len(self.pairs)} pairs in ABBA order, one round each; comparison "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -78,7 +79,7 @@ def _plan(args: argparse.Namespace):
     asking for a device this machine lacks is refused here, before anything is stored."""
     from carbonbench.energy.carbon import resolve
     from carbonbench.energy.devices import check_devices
-    from carbonbench.execution.protocol import RunOptions
+    from carbonbench.execution.protocol import IDLE_BASELINE_ENV, IdleBaseline, RunOptions
     from carbonbench.execution.resume import plan_resume
     from carbonbench.suites.suite import load, narrow
 
@@ -124,12 +125,14 @@ def _plan(args: argparse.Namespace):
     )
     if args.rounds is not None and args.rounds < 1:
         raise InputError(f"--rounds must be at least 1, got {args.rounds}")
+    given_idle = os.environ.get(IDLE_BASELINE_ENV)
     options = RunOptions(
         label=args.label,
         corpus=args.corpus,
         cpu_tdp_w=args.cpu_tdp,
         filters=filters,
         rounds=args.rounds,
+        idle=IdleBaseline.from_env(given_idle) if given_idle else None,
     )
     return suite, carbon, options, None
 

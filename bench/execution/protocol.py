@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from carbonbench.errors import CarbonbenchError
+from carbonbench.errors import CarbonbenchError, InputError
 
 PROTOCOL = 1
 
@@ -26,6 +26,34 @@ class ProtocolError(CarbonbenchError):
 
 class JobFailed(RuntimeError):
     """A distributed run cannot go on: one process failed where the others cannot follow."""
+
+
+IDLE_BASELINE_ENV = "CARBONBENCH_IDLE_BASELINE"
+
+
+@dataclass(frozen=True)
+class IdleBaseline:
+    """Idle power per domain measured by another run on this machine (``ab`` measures it once
+    per comparison and hands it to the later runs, both sides alike, in the environment
+    variable IDLE_BASELINE_ENV, which versions before it ignore: they measure their own)."""
+
+    idle_w: dict[str, float]
+    source: str  # which run measured it, said wherever it is used
+
+    def to_env(self) -> str:
+        return json.dumps({"idle_w": self.idle_w, "source": self.source})
+
+    @classmethod
+    def from_env(cls, text: str) -> IdleBaseline:
+        try:
+            data = json.loads(text)
+            idle = {str(d): float(w) for d, w in data["idle_w"].items()}
+            return cls(idle, str(data["source"]))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise InputError(
+                f"{IDLE_BASELINE_ENV} must be JSON {{'idle_w': {{domain: watts}}, 'source': "
+                f"text}}, got {text[:80]!r}: unset it to measure the idle baseline"
+            ) from None
 
 
 @dataclass
@@ -39,6 +67,7 @@ class RunOptions:
     filters: dict[str, list[str]] = field(default_factory=dict)  # stored: --resume reapplies
     resume: str | None = None  # the id of a stopped run to add the remaining cases to
     rounds: int | None = None  # --rounds: overrides the suite's
+    idle: IdleBaseline | None = None  # measured elsewhere on this machine: not measured again
 
     def stored(self) -> dict[str, Any]:
         """What else decides the numbers, for a reader and for ``--resume``."""
@@ -149,8 +178,8 @@ class RowStored(Event):
 
 @dataclass(frozen=True)
 class CaseDone(Event):
-    """A case is finished in this round, measured (``ok``) or failed; ``flops``: the counts
-    this process knows, handed to later rounds."""
+    """A case is finished in this round, measured (``ok``) or failed; ``flops``: the FLOP
+    counts this process made that its job did not bring, for the store and later rounds."""
 
     event: ClassVar[str] = "done"
     case_id: str

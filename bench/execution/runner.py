@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 
+WINDOW_HEADROOM = 1.1
+"""Measured windows are sized to last this multiple of ``min_window_s`` (see ``_sized``)."""
+
+
 def stop_request() -> StopRequest:
     """First SIGINT or SIGTERM: finish the current window, then stop. Second: stop now."""
     return StopRequest()
@@ -212,14 +216,70 @@ class CaseRunner:
         row.extra.update(self.coordinator.row_extra())
         return row
 
+    def _warm_up(self, workload: Workload, steps: int, device, started) -> tuple[list, float]:
+        """Run the warm-up steps one at a time, the device synchronised after each; returns
+        their losses and the duration of the fastest.
+
+        The first steps of a case pay its first-call costs (on a GPU: cuDNN autotuning,
+        allocator growth, compilation), often 10-100x a steady step, and jitter (another
+        tenant, a page fault) only ever slows a step down: so a mean over the warm-up says
+        little about the steps that follow, and the fastest warm-up step is the closest to
+        the steady state. With a single warm-up step that is the slow first one: the first
+        window then ends short of its steps and is extended (``_window``), and the next is
+        sized from its rate. Warm-up is discarded, so the synchronisation after each of its
+        steps costs nothing that is measured."""
+        losses, fastest = [], math.inf
+        for _ in range(steps):
+            begun = time.perf_counter()
+            losses += self._steps(workload, 1, device, started)
+            fastest = min(fastest, time.perf_counter() - begun)
+        return losses, fastest
+
+    def _sized(self, step_s: float) -> int:
+        """Steps for a window to last ``WINDOW_HEADROOM`` x ``min_window_s`` at ``step_s``
+        seconds a step: the headroom absorbs ordinary jitter, so that most windows need no
+        extra steps (see ``_window``)."""
+        goal = WINDOW_HEADROOM * self.suite.measure.min_window_s
+        return max(1, math.ceil(goal / step_s)) if step_s > 0 else 1
+
+    def _window(self, workload: Workload, steps: int, device, started) -> tuple[list, int, float]:
+        """Inside a measured window: ``steps`` steps, then one more at a time, each followed by
+        a synchronisation, until the window has lasted ``min_window_s``. Returns the losses,
+        the steps taken and the seconds they took.
+
+        The sizing is an estimate (a step may slow down, another tenant may take the CPU);
+        the extra steps make ``min_window_s`` a floor whatever the estimate was, so that an
+        energy counter that updates every ~100 ms has moved enough. The elapsed time is read
+        after a synchronisation, so it is the device's time, not the launch queue's; the
+        meter's window starts before and ends after it, so the row's duration is at least
+        as long.
+
+        Distributed: every rank takes the same number of steps (DDP steps are collective),
+        so each extra step is decided together (``agree_flag``): another step while any
+        rank's own clock says the window is still short. Where the ranks' clocks differ (the
+        barrier at the window's start released one later than another), a rank's window may
+        then end up to a step beyond what it alone needed, never short by its own clock; the
+        job's row takes the longest rank's duration."""
+        c, floor = self.coordinator, self.suite.measure.min_window_s
+        begun = time.perf_counter()
+        losses = self._steps(workload, steps, device, started)
+        taken = steps
+        while c.agree_flag(time.perf_counter() - begun < floor):
+            losses += self._steps(workload, 1, device, started)
+            taken += 1
+        return losses, taken, time.perf_counter() - begun
+
     def _repeats(self, case, round, workload: Workload, device, params, started) -> None:
+        """Warm up, then measure ``repeats`` windows. The first window is sized from the fastest
+        warm-up step, each later one from the rate of the window before it (steps taken over
+        their seconds): a steady-state rate measured under the window's own conditions. The
+        steps per window are rank 0's, broadcast (``agree``)."""
         measure, c = self.suite.measure, self.coordinator
+        warm_steps = max(1, measure.warmup_steps)
         with c.window(self.meter, f"{case.case_id}/{round}/warmup") as warm:
-            warm_steps = max(1, measure.warmup_steps)
-            self._finite_loss(self._steps(workload, warm_steps, device, started))
-        step_s = warm.duration_s / warm_steps
-        steps = max(1, math.ceil(measure.min_window_s / step_s)) if step_s > 0 else 1
-        steps = c.agree(steps)
+            losses, step_s = self._warm_up(workload, warm_steps, device, started)
+            self._finite_loss(losses)
+        steps = c.agree(self._sized(step_s))
         warmup = {
             "steps": warm_steps,
             "duration_s": warm.duration_s,
@@ -229,17 +289,18 @@ class CaseRunner:
         for repeat in range(measure.repeats):
             self._check_time(started, between_windows=True)
             with c.window(self.meter, f"{case.case_id}/{round}/r{repeat}") as m:
-                losses = self._steps(workload, steps, device, started)
-            self.on_window(case, repeat, m, steps)
+                losses, taken, seconds = self._window(workload, steps, device, started)
+            self.on_window(case, repeat, m, taken)
             loss = self._finite_loss(losses)
             extra = {"warmup": warmup} if repeat == 0 else {}
             row = self._measured_row(
-                case, round, repeat, m, steps, workload.work, params, device, loss, extra=extra
+                case, round, repeat, m, taken, workload.work, params, device, loss, extra=extra
             )
             if c.writes:
                 self.recorder.save(row)
             if c.agree_flag(self.stop.requested):
                 return
+            steps = c.agree(self._sized(seconds / taken))
 
     def _to_target(self, case, round, workload: Workload, device, params, started) -> None:
         t = self.suite.target
@@ -371,15 +432,13 @@ class Runner:
             resumed = self.options.resume is not None
             self.record = RunLog.reopen(self.store, self.run_id, resumed=resumed)
             return
-        self.record = RunLog.begin(
+        self.record = RunLog.begin_suite(
             self.store,
             self.run_id,
-            label=self.options.label,
-            suite_name=self.suite.name,
-            suite_source=self.suite.source,
-            suite_text=self.suite.text,
-            metadata=RunMetadata(
-                **{k: v for k, v in host().items() if k in RunMetadata.__dataclass_fields__},
+            self.suite,
+            self.options.label,
+            RunMetadata(
+                **RunMetadata.fields_in(host()),
                 carbon=self.carbon.to_dict(),
                 world_size=self.coordinator.world_size,
                 filters=self.options.filters,
@@ -393,7 +452,7 @@ class Runner:
         m = self.meter
         return self.record.end(
             status,
-            **{k: v for k, v in measured_by(m).items() if k in RunMetadata.__dataclass_fields__},
+            **RunMetadata.fields_in(measured_by(m)),
             idle_w=m.idle_w,
             sampler=SamplerCost(m.sampler_reads, m.sampler_cpu_s, 1, m.interval_s),
         )

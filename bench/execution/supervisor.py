@@ -150,8 +150,9 @@ class Supervisor:
         self._error: str | None = None  # why the run could not go on
         self._internal = False  # ... because of a bug in carbonbench
         self._proc: subprocess.Popen | None = None
-        self._idle_w: dict[str, float] | None = None
-        self._flops: dict[str, list[int]] = {}  # FLOP counts made by earlier workers
+        idle = options.idle  # measured by another run here (ab's first): not again
+        self._idle_w: dict[str, float] | None = dict(idle.idle_w) if idle else None
+        self._flops: dict[str, list[int]] = {}  # FLOP counts: the store's, and new ones
         self._measured_by: dict[str, Any] | None = None
         self._sampler = SamplerCost()
         self._logs = logs_folder(self.db, run_id)
@@ -169,6 +170,7 @@ class Supervisor:
             tempfile.TemporaryDirectory(prefix="carbonbench-") as tmp,
         ):
             self.store, self.tmp = store, Path(tmp)
+            self._flops = store.flop_counts()  # made by earlier runs: no worker counts again
             self.record = self._begin()
             status = "failed"
             try:
@@ -358,7 +360,7 @@ class Supervisor:
             elif isinstance(event, CaseStarted):
                 current, since = event.case_id, time.monotonic()
             elif isinstance(event, CaseDone):
-                self._flops.update(event.flops)
+                self._keep_flops(event.flops)
                 outcome.done.append(event.case_id)
                 if not event.ok:
                     outcome.failed.append(event.case_id)
@@ -390,6 +392,14 @@ class Supervisor:
             outcome.dead_in = current  # it died inside this case
         return outcome
 
+    def _keep_flops(self, counts: dict[str, list[int]]) -> None:
+        """Store the counts a worker made (those its job did not bring), for later rounds and
+        runs; their keys are opaque here (carbonbench.models.flops makes them: it needs torch)."""
+        new = {key: value for key, value in counts.items() if key not in self._flops}
+        if new:
+            self.store.add_flop_counts(new)
+            self._flops.update(new)
+
     def _on_ready(self, event: Ready) -> None:
         """The first worker's account of the hardware and sensors completes the run's record;
         its idle baseline serves every later round."""
@@ -397,7 +407,7 @@ class Supervisor:
             self._idle_w = event.idle_w
         if self._measured_by is None:
             self._measured_by = event.metadata
-            self.record.update(**_known(event.metadata))
+            self.record.update(**RunMetadata.fields_in(event.metadata))
 
     # -- signals --------------------------------------------------------------------------
 
@@ -418,24 +428,17 @@ class Supervisor:
         if self.options.resume is not None:
             return RunLog.reopen(self.store, self.run_id, resumed=True)
         metadata = RunMetadata(
-            **_known(host()),
+            **RunMetadata.fields_in(host()),
             carbon=self.carbon.to_dict(),
             world_size=1,
             filters=self.options.filters,
             options=StoredOptions(**self.options.stored()),
             rounds=self.count,
+            idle_source=self.options.idle.source if self.options.idle else None,
             order=[[r, ids] for r, ids in self._schedule],
             skipped=list(self.suite.skipped),
         )
-        return RunLog.begin(
-            self.store,
-            self.run_id,
-            label=self.options.label,
-            suite_name=self.suite.name,
-            suite_source=self.suite.source,
-            suite_text=self.suite.text,
-            metadata=metadata,
-        )
+        return RunLog.begin_suite(self.store, self.run_id, self.suite, self.options.label, metadata)
 
     def _end(self, status: str) -> str:
         ordered = dict(self.record.metadata.case_order) if self.record.reopened else {}
@@ -450,9 +453,3 @@ class Supervisor:
             error=self._error,
             logs=str(self._logs) if self._kept_logs else self.record.metadata.logs,
         )
-
-
-def _known(values: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a metadata record among ``values`` (what provenance reports)."""
-    fields = RunMetadata.__dataclass_fields__
-    return {k: v for k, v in values.items() if k in fields}

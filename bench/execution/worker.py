@@ -94,9 +94,10 @@ def run_job(job: Job, events: Events) -> int:
         EnergyMeter(detection.sensors, suite.measure.interval_s) as meter,
     ):
         meter.diagnostics = detection.diagnostics
-        if job.idle_w is not None:
+        domains = {d for sensor in meter.sensors for d in sensor.domains}
+        if job.idle_w is not None and domains <= set(job.idle_w):
             meter.idle_w = dict(job.idle_w)
-        elif suite.measure.idle_baseline_s > 0:
+        elif suite.measure.idle_baseline_s > 0:  # first round, or a given one that lacks some
             events.send(Idle(suite.measure.idle_baseline_s))
             meter.idle_baseline(suite.measure.idle_baseline_s)
         events.send(Ready(pid=os.getpid(), metadata=measured_by(meter), idle_w=meter.idle_w))
@@ -127,7 +128,9 @@ def run_job(job: Job, events: Events) -> int:
                 break
             events.send(CaseStarted(case.case_id, job.round))
             ok = runner.run_case(case, job.round)
-            events.send(CaseDone(case.case_id, job.round, ok, flops.known()))
+            # only the counts the job did not bring: the store's may be many
+            made = {k: v for k, v in flops.known().items() if k not in job.flops}
+            events.send(CaseDone(case.case_id, job.round, ok, made))
         events.send(
             Sampler(meter.sampler_reads, meter.sampler_cpu_s, meter.interval_s, stop.requested)
         )

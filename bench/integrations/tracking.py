@@ -83,15 +83,14 @@ class Tracker(ContextDecorator):
         self.run_id = new_run_id()
         # the label names the case: two runs of the same label are compared with each other
         case = Case(self.label, "-", "-", self.kind, 0, 0, "host", "-")
-        known = RunMetadata.__dataclass_fields__
         details = {**host(), **measured_by(self._meter), **self.details}
         metadata = RunMetadata(
-            **{k: v for k, v in details.items() if k in known},
+            **RunMetadata.fields_in(details),
             kind=self.kind,
             carbon=self.carbon.to_dict(),
             work=self.work,
             unit=self.unit,
-            extra={k: v for k, v in self.details.items() if k not in known},
+            extra={k: v for k, v in self.details.items() if k not in RunMetadata.fields()},
         )
         # the measurement is real either way (the row is ok); the run says how the work ended
         with Store(self.db) as store:

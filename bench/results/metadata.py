@@ -91,6 +91,7 @@ class RunMetadata:
     order: list[list[Any]] = field(default_factory=list)  # [[round, [case id, ...]], ...]
     skipped: list[str] = field(default_factory=list)
     idle_w: dict[str, float] | None = None
+    idle_source: str | None = None  # None: measured by this run's first worker
     sampler: SamplerCost | None = None
     process: Process | None = None
     resumed_at: list[str] = field(default_factory=list)
@@ -152,6 +153,16 @@ class RunMetadata:
 
     def replace(self, **changes: Any) -> RunMetadata:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def fields(cls) -> set[str]:
+        return set(cls.__dataclass_fields__) - {"extra"}
+
+    @classmethod
+    def fields_in(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The items of ``values`` that are fields of the record (of what provenance says of
+        the machine and its sensors, say)."""
+        return {k: v for k, v in values.items() if k in cls.fields()}
 
 
 def _hints(cls: type) -> dict[str, Any]:

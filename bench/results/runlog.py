@@ -23,6 +23,7 @@ from carbonbench.results.metadata import AbTag, Process, RunMetadata
 from carbonbench.results.recorder import Recorder, now
 from carbonbench.results.store import ResultRow, Store
 from carbonbench.suites.case import Case
+from carbonbench.suites.suite import Suite
 
 log = logging.getLogger(__name__)
 STATUSES = ("running", "ok", "failed", "interrupted")
@@ -76,6 +77,21 @@ class RunLog:
         store.reopen_run(run_id, metadata.to_dict())
         log.info("run %s reopened", run_id)
         return cls(store, run_id, metadata, reopened=True)
+
+    @classmethod
+    def begin_suite(
+        cls, store: Store, run_id: str, suite: Suite, label: str | None, metadata: RunMetadata
+    ) -> RunLog:
+        """A new run of ``suite``."""
+        return cls.begin(
+            store,
+            run_id,
+            label=label,
+            suite_name=suite.name,
+            suite_source=suite.source,
+            suite_text=suite.text,
+            metadata=metadata,
+        )
 
     def update(self, **changes: Any) -> None:
         """Set fields of the run's metadata, and write it."""

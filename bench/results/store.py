@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -211,6 +212,14 @@ MIGRATIONS: list[str] = [
     """,
     # 2: rows carry the round (worker process) that measured them
     "ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0",
+    # 3: FLOP counts by what determines them (carbonbench.models.flops.count_key), for later runs
+    """
+    CREATE TABLE flop_counts (
+        key TEXT PRIMARY KEY,
+        counts TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -442,6 +451,24 @@ class Store:
         with self._transaction():
             self.db.execute(
                 f"INSERT INTO results ({columns}) VALUES ({marks})", list(record.values())
+            )
+
+    def flop_counts(self) -> dict[str, list[int]]:
+        """Every FLOP count kept, by its key (opaque here: ``carbonbench.models.flops`` makes
+        and reads them), so that a run counts only what no earlier run has."""
+        query = "SELECT key, counts FROM flop_counts"
+        return {key: json.loads(counts) for key, counts in self.db.execute(query)}
+
+    def add_flop_counts(self, counts: dict[str, list[int]]) -> None:
+        """Keep new counts, in one transaction; a key already kept keeps its first counts (the
+        same, since the key holds everything that determines them)."""
+        if not counts:
+            return
+        created_at = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO flop_counts (key, counts, created_at) VALUES (?, ?, ?)",
+                [(key, json.dumps(value), created_at) for key, value in counts.items()],
             )
 
     def set_metadata_field(self, run_id: str, key: str, value: Any) -> None:
