@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,40 +32,54 @@ class Batch:
     targets: Tensor  # [batch, target_len] token ids to predict
 
 
+@functools.lru_cache(maxsize=16)
+def _chain(vocab: int, seed: int, branching: int, spread: float) -> tuple[Tensor, ...]:
+    """The chain of a seed: (successors, transition probabilities, their cumulative sums, the
+    stationary law, the entropy rate). Cases of one worker share a vocabulary and seed, so the
+    stationary law (thousands of iterations: about 0.1 s) is found once per worker, not once
+    per case; the tensors are only read."""
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.cat(
+        [
+            torch.ones(1, dtype=torch.long),
+            2 + torch.randperm(vocab - 2, generator=g)[: branching - 1],
+        ]
+    )
+    successors = (torch.arange(vocab)[:, None] + offsets[None, :]).remainder(vocab)
+    weights = torch.exp(spread * torch.randn(vocab, branching, generator=g))
+    probs = weights / weights.sum(1, keepdim=True)
+    stationary = _stationary(successors, probs)
+    entropy = (stationary * -(probs.double() * probs.double().log()).sum(1)).sum()
+    return successors, probs, probs.cumsum(1), stationary, entropy
+
+
+def _stationary(
+    successors: Tensor, probs: Tensor, iterations: int = 2000, tolerance: float = 1e-12
+) -> Tensor:
+    vocab = successors.shape[0]
+    pi = torch.full((vocab,), 1.0 / vocab, dtype=torch.float64)
+    flow = probs.double()
+    for _ in range(iterations):
+        nxt = torch.zeros_like(pi).index_add_(
+            0, successors.flatten(), (pi[:, None] * flow).flatten()
+        )
+        nxt = 0.5 * (pi + nxt)  # lazy chain: same stationary law, no periodicity trouble
+        if float((nxt - pi).abs().sum()) < tolerance:
+            return nxt / nxt.sum()
+        pi = nxt
+    return pi / pi.sum()
+
+
 class MarkovSource:
     def __init__(self, vocab: int, seed: int = 0, branching: int = 8, spread: float = 1.5):
         if vocab < 2:
             raise InputError(f"a Markov source needs a vocabulary of at least 2, got {vocab}")
         self.vocab = vocab
         branching = min(branching, vocab - 1)
-        g = torch.Generator().manual_seed(seed)
-        offsets = torch.cat(
-            [
-                torch.ones(1, dtype=torch.long),
-                2 + torch.randperm(vocab - 2, generator=g)[: branching - 1],
-            ]
-        )
-        self.successors = (torch.arange(vocab)[:, None] + offsets[None, :]).remainder(vocab)
-        weights = torch.exp(spread * torch.randn(vocab, branching, generator=g))
-        self.probs = weights / weights.sum(1, keepdim=True)
-        self._cumulative = self.probs.cumsum(1)
-        self.stationary = self._stationary()
-        probs = self.probs.double()
-        self.entropy_rate = float((self.stationary * -(probs * probs.log()).sum(1)).sum())
+        chain = _chain(vocab, seed, branching, spread)
+        self.successors, self.probs, self._cumulative, self.stationary, entropy = chain
+        self.entropy_rate = float(entropy)
         self._generator = torch.Generator().manual_seed(seed + 1)
-
-    def _stationary(self, iterations: int = 2000, tolerance: float = 1e-12) -> Tensor:
-        pi = torch.full((self.vocab,), 1.0 / self.vocab, dtype=torch.float64)
-        flow = self.probs.double()
-        for _ in range(iterations):
-            nxt = torch.zeros_like(pi).index_add_(
-                0, self.successors.flatten(), (pi[:, None] * flow).flatten()
-            )
-            nxt = 0.5 * (pi + nxt)  # lazy chain: same stationary law, no periodicity trouble
-            if float((nxt - pi).abs().sum()) < tolerance:
-                return nxt / nxt.sum()
-            pi = nxt
-        return pi / pi.sum()
 
     def sample(self, batch: int, length: int) -> Tensor:
         """``[batch, length]`` token ids, starting from the stationary distribution."""
