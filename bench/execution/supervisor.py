@@ -117,7 +117,6 @@ class _Outcome:
     dead_in: str | None = None  # the case it was in when it died or was killed
     cause: str | None = None  # why it ended early
     finished: bool = False  # it reported its end (Sampler)
-    ready: Ready | None = None
     error: Error | None = None  # an error inside carbonbench
     sampler: Sampler | None = None
 
@@ -153,7 +152,7 @@ class Supervisor:
         idle = options.idle  # measured by another run here (ab's first): not again
         self._idle_w: dict[str, float] | None = dict(idle.idle_w) if idle else None
         self._flops: dict[str, list[int]] = {}  # FLOP counts: the store's, and new ones
-        self._measured_by: dict[str, Any] | None = None
+        self._described = False  # the run's record has a worker's account of the hardware
         self._sampler = SamplerCost()
         self._logs = logs_folder(self.db, run_id)
         self._kept_logs = False
@@ -354,7 +353,6 @@ class Supervisor:
                 if event:
                     log.error("worker (pid %d): %s", proc.pid, event)
             elif isinstance(event, Ready):
-                outcome.ready = event
                 self._on_ready(event)
                 since = time.monotonic()
             elif isinstance(event, CaseStarted):
@@ -405,8 +403,8 @@ class Supervisor:
         its idle baseline serves every later round."""
         if self._idle_w is None and event.idle_w is not None:
             self._idle_w = event.idle_w
-        if self._measured_by is None:
-            self._measured_by = event.metadata
+        if not self._described:
+            self._described = True
             self.record.update(**RunMetadata.fields_in(event.metadata))
 
     # -- signals --------------------------------------------------------------------------

@@ -37,7 +37,6 @@ from carbonbench.execution.protocol import (
 
 PR_SET_PDEATHSIG = 1
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in carbonbench, not in the case
-log = logging.getLogger(__name__)
 
 
 class Events:

@@ -84,13 +84,14 @@ class Tracker(ContextDecorator):
         # the label names the case: two runs of the same label are compared with each other
         case = Case(self.label, "-", "-", self.kind, 0, 0, "host", "-")
         details = {**host(), **measured_by(self._meter), **self.details}
+        known = RunMetadata.fields()
         metadata = RunMetadata(
             **RunMetadata.fields_in(details),
             kind=self.kind,
             carbon=self.carbon.to_dict(),
             work=self.work,
             unit=self.unit,
-            extra={k: v for k, v in self.details.items() if k not in RunMetadata.fields()},
+            extra={k: v for k, v in self.details.items() if k not in known},
         )
         # the measurement is real either way (the row is ok); the run says how the work ended
         with Store(self.db) as store:

@@ -11,6 +11,7 @@ were, so an older carbonbench adding to a newer store loses nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -155,18 +156,26 @@ class RunMetadata:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def fields(cls) -> set[str]:
-        return set(cls.__dataclass_fields__) - {"extra"}
+    def fields(cls) -> frozenset[str]:
+        return _fields(cls)
 
     @classmethod
     def fields_in(cls, values: dict[str, Any]) -> dict[str, Any]:
         """The items of ``values`` that are fields of the record (of what provenance says of
         the machine and its sensors, say)."""
-        return {k: v for k, v in values.items() if k in cls.fields()}
+        names = _fields(cls)
+        return {k: v for k, v in values.items() if k in names}
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a record (resolved once: every run read goes through)."""
     return get_type_hints(cls)
+
+
+@functools.cache
+def _fields(cls: type) -> frozenset[str]:
+    return frozenset(cls.__dataclass_fields__) - {"extra"}
 
 
 def _typed(value: Any, hint: Any, where: str) -> Any:
@@ -180,7 +189,7 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise MetadataError(f"{where} is {type(value).__name__}, not an object")
-        hints = get_type_hints(hint)
+        hints = _hints(hint)
         unknown = set(value) - set(hints)
         if unknown:
             raise MetadataError(f"{where} has unknown keys {', '.join(sorted(unknown))}")
