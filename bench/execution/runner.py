@@ -23,6 +23,7 @@ from carbonbench.energy.carbon import CarbonSettings
 from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.energy.provenance import host
 from carbonbench.errors import CarbonbenchError
+from carbonbench.execution import settings
 from carbonbench.execution.coordination import SOLO, CaseFailed, Solo
 from carbonbench.execution.data import target_loss
 from carbonbench.execution.protocol import (
@@ -116,8 +117,19 @@ class CaseRunner:
         self.on_window = on_window or (lambda case, repeat, m, steps: None)
 
     def run_case(self, case: Case, round: int = 0) -> bool:
-        """Measure one case; False if it failed (its failure is recorded as a row)."""
+        """Measure one case with its settings applied; False if it failed (its failure is
+        recorded as a row)."""
         started = time.perf_counter()
+        try:
+            with settings.applied(case):
+                return self._run_case(case, round, started)
+        except CaseFailed as error:  # recorded, and the suite goes on
+            message = str(error)
+            self.recorder.failed(case, round, message, None, traceback=error.traceback)
+            self.coordinator.after_failure(case, error, message)
+            return False
+
+    def _run_case(self, case: Case, round: int, started: float) -> bool:
         params = None
         c = self.coordinator
         try:

@@ -57,6 +57,9 @@ class ResultRow:
     dtype: str
     batch: int
     seq_len: int
+    threads: int | None = None  # the case's settings (carbonbench.suites.case.KNOBS)
+    power_limit_w: int | None = None
+    sm_clock_mhz: int | None = None
     round: int = 0  # the worker process (0..R-1) that measured it: the unit of repetition
     status: str = "ok"  # ok | failed
     error: str | None = None
@@ -219,6 +222,12 @@ MIGRATIONS: list[str] = [
         counts TEXT NOT NULL,
         created_at TEXT NOT NULL
     )
+    """,
+    # 4: the settings a suite can sweep (carbonbench.suites.case.KNOBS beyond the shape)
+    """
+    ALTER TABLE results ADD COLUMN threads INTEGER;
+    ALTER TABLE results ADD COLUMN power_limit_w INTEGER;
+    ALTER TABLE results ADD COLUMN sm_clock_mhz INTEGER
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,14 +16,30 @@ class Case:
     seq_len: int
     device: str
     dtype: str
+    # settings a suite may sweep (None: left as the machine has it, and not in the case id)
+    threads: int | None = None  # torch intra-op threads
+    power_limit_w: int | None = None  # GPU power limit (NVML), CUDA devices only
+    sm_clock_mhz: int | None = None  # locked GPU SM clock (NVML), CUDA devices only
 
     @property
     def case_id(self) -> str:
-        """``arch/size/impl/phase/bB/sS/device/dtype``: readable, and unique within a suite."""
+        """``arch/size/impl/phase/bB/sS/device/dtype``, then ``/tN``, ``/plWw``, ``/smMmhz``
+        for the settings given: readable, unique within a suite, and unchanged for cases
+        that set none (so runs before settings existed compare with runs after)."""
         shape = f"b{self.batch}/s{self.seq_len}"
-        return "/".join(
-            (self.arch, self.size, self.impl, self.phase, shape, self.device, self.dtype)
-        )
+        parts = [self.arch, self.size, self.impl, self.phase, shape, self.device, self.dtype]
+        if self.threads is not None:
+            parts.append(f"t{self.threads}")
+        if self.power_limit_w is not None:
+            parts.append(f"pl{self.power_limit_w}w")
+        if self.sm_clock_mhz is not None:
+            parts.append(f"sm{self.sm_clock_mhz}mhz")
+        return "/".join(parts)
+
+    @property
+    def settings(self) -> dict[str, object]:
+        """The values of the knobs a sweep can turn (KNOBS), by name."""
+        return {k: getattr(self, k) for k in KNOBS}
 
     @classmethod
     def of(cls, record: object) -> Case:
@@ -32,3 +48,9 @@ class Case:
 
 
 CASE_FIELDS = tuple(f.name for f in fields(Case))
+KNOBS = ("batch", "seq_len", "dtype", "impl", "size", "threads", "power_limit_w", "sm_clock_mhz")
+"""The fields of a case that are settings of the same work (a sweep's axes), as opposed to
+what the work is (arch, phase) and where it runs (device): what ``pareto`` compares within a
+group."""
+DEVICE_KNOBS = ("power_limit_w", "sm_clock_mhz")
+"""Settings carbonbench changes on a GPU, and puts back (``carbonbench.energy.controls``)."""

@@ -14,6 +14,10 @@ batch = [8]
 seq_len = [64]
 device = ["cpu"]               # cpu, cuda, cuda:1, ...
 dtype = ["float32"]            # float32, bfloat16
+# settings to sweep (optional; left as the machine has them when not given):
+# threads = [1, 2]             # torch intra-op threads
+# power_limit_w = [300, 500]   # GPU power limit through NVML (CUDA devices; root)
+# sm_clock_mhz = [1410, 1980]  # locked GPU SM clock through NVML (CUDA devices; root)
 
 [measure]
 rounds = 3                     # fresh worker processes, each measuring every case (shuffled):
@@ -32,6 +36,8 @@ case_timeout_s = 600          # checked between steps: the case fails, the suite
 hang_grace_s = 60              # a step still running this long after the timeout: the run
                                # records the case as hung and exits (status 3)
 new_tokens = 32                # decode: tokens generated per step
+sweep = "halving"              # optional: settings dominated with confidence after a round
+                               # (carbonbench.analysis.pareto) get no more rounds
 
 [target]                       # train-to-target
 loss_factor = 1.1              # stop within 10% of the data's entropy rate
@@ -63,7 +69,7 @@ from typing import Any, get_args, get_type_hints
 
 from carbonbench.errors import InputError
 from carbonbench.models import ARCHITECTURES, ArchitectureError, architecture
-from carbonbench.suites.case import Case
+from carbonbench.suites.case import DEVICE_KNOBS, Case
 from carbonbench.suites.phases import DTYPE_NAMES, SUITE_PHASES, supports, why_unsupported
 
 BUILTIN = ("smoke", "gpu", "nightly")
@@ -90,6 +96,10 @@ class Measure:
     case_timeout_s: float = 600.0
     hang_grace_s: float = 60.0
     new_tokens: int = 32
+    sweep: str | None = None  # "halving": drop settings dominated with confidence
+
+
+SWEEPS = ("halving",)
 
 
 @dataclass(frozen=True)
@@ -133,8 +143,19 @@ MATRIX: dict[str, tuple[type, Callable[[], tuple[str, ...]] | tuple[str, ...] | 
     "seq_len": (int, None),
     "device": (str, None),
     "dtype": (str, DTYPE_NAMES),
+    "threads": (int, None),
+    "power_limit_w": (int, None),
+    "sm_clock_mhz": (int, None),
 }
-MATRIX_DEFAULTS = {"size": ["tiny"], "impl": ["fused"], "device": ["cpu"], "dtype": ["float32"]}
+MATRIX_DEFAULTS: dict[str, list] = {
+    "size": ["tiny"],
+    "impl": ["fused"],
+    "device": ["cpu"],
+    "dtype": ["float32"],
+    "threads": [None],
+    "power_limit_w": [None],
+    "sm_clock_mhz": [None],
+}
 
 
 # keys of earlier versions, with what replaced them
@@ -195,7 +216,10 @@ def _matrix(where: str, data: dict[str, Any]) -> dict[str, list]:
     for key, (kind, choices) in MATRIX.items():
         if key not in data and key not in MATRIX_DEFAULTS:
             raise SuiteError(f"{where}: [matrix].{key} is missing; give a list, e.g. {key} = [...]")
-        values = data.get(key, MATRIX_DEFAULTS.get(key))
+        if key not in data:
+            matrix[key] = MATRIX_DEFAULTS[key]
+            continue
+        values = data[key]
         if not isinstance(values, list) or not values:
             raise SuiteError(
                 f"{where}: [matrix].{key} must be a non-empty list of {_plural(kind)}, "
@@ -276,9 +300,23 @@ def parse(text: str, source: str) -> Suite:
         raise SuiteError(f"{source}: [measure] needs 1 <= rounds <= max_rounds")
     if measure.hang_grace_s <= 0:
         raise SuiteError(f"{source}: [measure].hang_grace_s must be positive")
+    if measure.sweep is not None and measure.sweep not in SWEEPS:
+        raise SuiteError(
+            f"{source}: [measure].sweep has {measure.sweep!r}; valid: {', '.join(SWEEPS)} "
+            "(or leave it out to give every setting every round)"
+        )
+    for knob in DEVICE_KNOBS:
+        if knob in data["matrix"] and not any(d.startswith("cuda") for d in matrix["device"]):
+            raise SuiteError(
+                f"{source}: [matrix].{knob} sets a GPU, but the matrix has no cuda device; "
+                f"add one (device = [\"cuda\"]) or remove {knob}"
+            )
     cases, skipped = [], []
     for combo in itertools.product(*matrix.values()):
         values = dict(zip(matrix, combo, strict=True))
+        if not values["device"].startswith("cuda"):
+            # a GPU's power limit and clocks do not touch a CPU case: one case, not copies
+            values.update(dict.fromkeys(DEVICE_KNOBS))
         phases = ["prefill", "decode"] if values["phase"] == "generate" else [values["phase"]]
         for phase in phases:
             case = Case(**{**values, "phase": phase})
