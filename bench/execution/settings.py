@@ -31,7 +31,9 @@ def threads(count: int | None) -> Iterator[None]:
     before = torch.get_num_threads()
     cores = os.cpu_count() or 1
     if count > cores:
-        log.warning("threads = %d is more than this machine's %d CPUs: oversubscribed", count, cores)
+        log.warning(
+            "threads = %d is more than this machine's %d CPUs: oversubscribed", count, cores
+        )
     torch.set_num_threads(count)
     try:
         yield
