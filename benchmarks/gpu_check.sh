@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # What a GPU machine has to confirm, in one run: what the sensors see, the NVML checks
 # (gpu_validation.py), the sampler's cost with NVML, the cross-check with codecarbon's tracker,
-# and the quick GPU suite with its report.
+# the quick GPU suite with its report, and a settings sweep (batch x dtype x power limit) with
+# its Pareto front, the power limit checked back at its default afterwards.
 # Each step is logged to DIR/log.txt. A failing step is recorded there and the rest still run.
-# Exits 1 if any step failed. DIR ends up with eight files: log.txt, sensors.json,
-# nvml_validation.json and .md, sampler_overhead.json, codecarbon_crosscheck.json, gpu.sqlite
-# (the suite's store, for export and later reports) and report.html.
+# Exits 1 if any step failed. DIR ends up with: log.txt, sensors.json, nvml_validation.json
+# and .md, sampler_overhead.json, codecarbon_crosscheck.json, gpu.sqlite (the suite's store,
+# for export and later reports), report.html, gpu-settings.toml, settings.sqlite, pareto.json
+# and settings.html.
 #
 #   bash benchmarks/gpu_check.sh [DIR]        (default DIR: benchmarks/results/gpu)
 #
@@ -34,5 +36,14 @@ step "$python" benchmarks/codecarbon_crosscheck.py --device cuda --seconds 10 \
   --json "$dir/codecarbon_crosscheck.json"
 step "$python" -m carbonbench run --suite gpu --db "$dir/gpu.sqlite" --label "gpu check"
 step "$python" -m carbonbench report --db "$dir/gpu.sqlite" -o "$dir/report.html"
+# settings: batch x dtype x power limit (the limits from this GPU's range; needs root, and
+# carbonbench puts the limit back), then the front and the recommended setting
+step "$python" benchmarks/gpu_settings_suite.py "$dir/gpu-settings.toml"
+step "$python" -m carbonbench run --suite "$dir/gpu-settings.toml" --db "$dir/settings.sqlite" \
+  --label "gpu settings"
+step bash -c "$python -m carbonbench pareto --db '$dir/settings.sqlite' --json > '$dir/pareto.json'"
+step "$python" -m carbonbench pareto --db "$dir/settings.sqlite"
+step "$python" -m carbonbench report --db "$dir/settings.sqlite" -o "$dir/settings.html"
+step nvidia-smi --query-gpu=name,power.limit,power.default_limit,clocks.sm --format=csv
 echo "== done, failed=$failed" | tee -a "$log"
 exit "$failed"

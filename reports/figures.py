@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from carbonbench.analysis.pareto import STATUSES, Group
 from carbonbench.reports.data import modelled_domains
 from carbonbench.results.store import RunRecord
 
@@ -16,6 +17,19 @@ FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 DOMAIN_COLOURS = {"gpu": "#2f6fdf", "cpu": "#e07b39", "dram": "#8a5cc2", "ram": "#8a5cc2"}
 PHASE_ORDER = ["train", "infer", "prefill", "decode", "train-to-target"]
 MAX_TIMELINE_POINTS = 600
+# a metric's scale and axis title where its own unit reads badly (joules per token: mJ)
+METRIC_AXES: dict[str, tuple[float, str]] = {
+    "energy_per_token": (1e3, "mJ per token"),
+    "time_per_token": (1e3, "ms per token"),
+    "co2e_per_1k_tokens": (1e3, "mg CO2e per 1,000 tokens"),
+    "energy_to_target": (1.0, "joules to the target loss"),
+    "time_to_target": (1.0, "seconds to the target loss"),
+}
+STATUS_COLOURS = {
+    "front": "#3b8c6e",
+    "dominated-not-significantly": "#e0a239",
+    "dominated": "#b0b7c3",
+}
 
 
 def _layout(fig: go.Figure, title: str, height: int = 380, **kwargs: Any) -> go.Figure:
@@ -166,6 +180,81 @@ def energy_to_target(cases: pd.DataFrame) -> go.Figure | None:
     )
     fig.update_yaxes(title_text="joules to the target loss")
     return _layout(fig, "Energy to reach the target loss", height=340)
+
+
+def metric_axis(metric: str) -> tuple[float, str]:
+    return METRIC_AXES.get(metric, (1.0, metric))
+
+
+def pareto_front(group: Group, x: str, y: str) -> go.Figure:
+    """Each setting's median y against its median x, the 95% intervals as error bars, coloured
+    by status; the front joined by a line, the recommended setting starred and the default
+    ringed."""
+    (x_scale, x_title), (y_scale, y_title) = metric_axis(x), metric_axis(y)
+    fig = go.Figure()
+    front = sorted(group.front, key=lambda s: s.x.median)
+    fig.add_scatter(
+        name="front",
+        x=[x_scale * s.x.median for s in front],
+        y=[y_scale * s.y.median for s in front],
+        mode="lines",
+        line={"color": STATUS_COLOURS["front"], "width": 1.5, "dash": "dot"},
+        hoverinfo="skip",
+        showlegend=False,
+    )
+    for status in STATUSES:
+        part = [s for s in group.settings if s.status == status]
+        if not part:
+            continue
+        mx = np.array([x_scale * s.x.median for s in part])
+        my = np.array([y_scale * s.y.median for s in part])
+        fig.add_scatter(
+            name=status,
+            x=mx,
+            y=my,
+            mode="markers+text",
+            text=[s.label(group.knobs) for s in part],
+            textposition="top center",
+            textfont={"size": 10},
+            marker={"size": 9, "color": STATUS_COLOURS[status]},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": np.array([x_scale * s.x.high for s in part]) - mx,
+                "arrayminus": mx - np.array([x_scale * s.x.low for s in part]),
+                "thickness": 1,
+                "width": 3,
+            },
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": np.array([y_scale * s.y.high for s in part]) - my,
+                "arrayminus": my - np.array([y_scale * s.y.low for s in part]),
+                "thickness": 1,
+                "width": 3,
+            },
+            hovertemplate="%{text}<br>%{x:.4g} "
+            + x_title
+            + "<br>%{y:.4g} "
+            + y_title
+            + f"<extra>{status}</extra>",
+        )
+    for marked, name, symbol in (
+        (group.recommended.setting if group.recommended else None, "recommended", "star-open"),
+        (group.baseline, "default", "circle-open"),
+    ):
+        if marked is not None:
+            fig.add_scatter(
+                name=name,
+                x=[x_scale * marked.x.median],
+                y=[y_scale * marked.y.median],
+                mode="markers",
+                marker={"size": 18, "symbol": symbol, "color": "#1d2330", "line": {"width": 2}},
+                hovertemplate=f"{name}: {marked.label(group.knobs)}<extra></extra>",
+            )
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    return _layout(fig, f"{y_title.capitalize()} against {x_title}", height=420)
 
 
 def power_timeline(case_rows: pd.DataFrame) -> go.Figure:

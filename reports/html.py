@@ -17,6 +17,7 @@ from plotly.offline import get_plotlyjs
 
 from carbonbench import __version__
 from carbonbench.analysis.estimate import from_measurement, joules_per_flop_by_round
+from carbonbench.analysis.pareto import ParetoError, analyse, saving, slowdown, sweeps
 from carbonbench.energy.carbon import J_PER_KWH, equivalents
 from carbonbench.reports import figures
 from carbonbench.reports.data import ReportData, energy_by_method, load, modelled_domains
@@ -167,6 +168,68 @@ def _projection(run: RunRecord, rows: list[ResultRow]) -> list[dict[str, str]]:
     return out
 
 
+def _spread(interval, scale: float) -> str:
+    """``7.01 (6.54 to 7.08)``: a median over rounds and its interval, scaled."""
+    low, high = scale * interval.low, scale * interval.high
+    return f"{_fmt(scale * interval.median, 4)} ({_fmt(low)} to {_fmt(high)})"
+
+
+def _change(change) -> str:
+    text = f"{100 * change.median:+.1f}% ({100 * change.low:+.1f}% to {100 * change.high:+.1f}%)"
+    return text + ("" if change.significant else ", not significant")
+
+
+def _settings(run: RunRecord, rows: list[ResultRow]) -> list[dict[str, Any]]:
+    """Per group of the run that sweeps settings (``carbonbench pareto``'s defaults): its
+    energy-time figure and its front, each setting's saving and slowdown against the default.
+    Nothing for a run that sweeps no setting, or whose rows have no energy and time per
+    token (a tracked block)."""
+    if not sweeps(rows):
+        return []
+    try:
+        result = analyse(rows, run)
+    except ParetoError:
+        return []
+    out = []
+    x_scale, x_unit = figures.metric_axis(result.x)
+    y_scale, y_unit = figures.metric_axis(result.y)
+    for group in result.groups:
+        chosen, base = group.recommended, group.baseline
+        if chosen is None or base is None:
+            continue
+        front = []
+        for s in group.front:
+            marks = ["recommended"] if s is chosen.setting else []
+            front.append(
+                {
+                    "setting": s.label(group.knobs),
+                    "y": _spread(s.y, y_scale),
+                    "x": _spread(s.x, x_scale),
+                    "saving": _change(saving(s, base)),
+                    "slowdown": _change(slowdown(s, base)),
+                    "rounds": s.rounds,
+                    "marks": ", ".join(marks + (["default"] if s is base else [])),
+                }
+            )
+        out.append(
+            {
+                "title": group.title,
+                "knobs": ", ".join(group.knobs),
+                "div": _div(figures.pareto_front(group, result.x, result.y)),
+                "front": front,
+                "x_unit": x_unit,
+                "y_unit": y_unit,
+                "rule": chosen.rule,
+                "recommended": chosen.setting.label(group.knobs),
+                "default": f"{base.label(group.knobs)} ({group.baseline_source})",
+                "saving": _change(chosen.saving),
+                "dominated": sum(s.status == "dominated" for s in group.settings),
+                "settings": len(group.settings),
+            }
+        )
+    return out
+
+
 def _provenance(runs: list[RunRecord]) -> list[dict[str, Any]]:
     out = []
     for run in runs:
@@ -241,6 +304,7 @@ def render(
         if (group["phase"] != "train-to-target").all()
     ]
     trend = figures.trends(data.cases, data.runs) if len(data.runs) > 1 else None
+    settings = _settings(data.latest, [r for r in data.results if r.run_id == latest_id])
     divs = {
         "compared": [_div(f) for f in compared],
         "versus": _div(versus) if versus else None,
@@ -248,7 +312,7 @@ def render(
         "timelines": [(case_id, _div(f)) for case_id, f in timelines],
         "trend": _div(trend) if trend else None,
     }
-    count = len(divs["compared"]) + len(divs["timelines"])
+    count = len(divs["compared"]) + len(divs["timelines"]) + len(settings)
     count += sum(1 for k in ("versus", "target", "trend") if divs[k])
     html = (
         _environment()
@@ -265,6 +329,7 @@ def render(
             divs=divs,
             provenance=_provenance(data.runs),
             projection=_projection(data.latest, data.results),
+            settings=settings,
             fmt=_fmt,
         )
     )

@@ -147,7 +147,7 @@ def test_an_edited_model_source_makes_a_new_key(tmp_path, monkeypatch) -> None:
 def test_migration_3_keeps_counts_in_a_schema_2_store(tmp_path) -> None:
     shutil.copyfile(FIXTURES / "schema-2.sqlite", tmp_path / "old.sqlite")
     with Store(tmp_path / "old.sqlite") as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
         assert store.flop_counts() == {}
         store.add_flop_counts({"a": [1, 2], "b": [3, 4]})
         store.add_flop_counts({"a": [9, 9]})  # a key kept keeps its first counts

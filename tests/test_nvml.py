@@ -21,6 +21,7 @@ class FakeGpu:
     name: str = "NVIDIA H100 80GB HBM3"
     energy_mj: int = 1_000_000
     power_mw: int = 250_000
+    max_power_mw: int = 700_000
     counter: bool = True
     instant: bool = True
     lost: bool = False
@@ -81,6 +82,9 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, gpu: FakeGpu) -> int:
         return round(self._watts(self._check(gpu)) * 1e3)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, gpu: FakeGpu) -> list[int]:
+        return [200_000, self._check(gpu).max_power_mw]
 
 
 @pytest.fixture

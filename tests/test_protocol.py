@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from carbonbench.cli import main
+from carbonbench.energy.controls import Change
 from carbonbench.execution import protocol
 from carbonbench.execution.protocol import (
     EVENTS,
@@ -26,6 +27,7 @@ from carbonbench.execution.protocol import (
 )
 from tests.helpers import fast_suite
 
+CHANGE = Change("cuda:0", 1, "GPU-ab", "NVIDIA H100", "power_limit_w", "mW", 700_000, 300_000)
 EXAMPLES = {
     "idle": protocol.Idle(2.0),
     "ready": protocol.Ready(pid=7, metadata={"gpus": []}, idle_w={"cpu:package-0": 3.5}),
@@ -38,6 +40,8 @@ EXAMPLES = {
     "error": protocol.Error("AttributeError: x", "Traceback ..."),
     "replaced": protocol.Replaced(3, "the worker killed by SIGKILL"),
     "stopping": protocol.Stopping("SIGTERM"),
+    "device-change": protocol.DeviceChange.of(CHANGE),
+    "device-restored": protocol.DeviceRestored.of(CHANGE),
 }
 
 
@@ -49,6 +53,7 @@ def test_every_event_round_trips_as_one_versioned_json_line() -> None:
         data = json.loads(line)
         assert data["v"] == PROTOCOL and data["event"] == kind
         assert decode(line) == event
+    assert decode(EXAMPLES["device-change"].to_json()).change == CHANGE
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,9 @@ def store_path(tmp_path_factory) -> Path:
 def test_report_is_self_contained_and_escaped(store_path, tmp_path) -> None:
     out = render(store_path, tmp_path / "report.html", last=2)
     html = out.path.read_text()
-    assert out.figures == 5 + 1 + 8 + 1  # compared, reference vs fused, timelines, trends
+    # compared, reference vs fused, timelines, trends, and the settings' fronts: the suite
+    # sweeps impl, so each arch x phase is a group of two settings
+    assert out.figures == 5 + 1 + 8 + 1 + 4
     assert html.count("* plotly.js v") == 1  # the library, inlined once
     assert "<script src" not in html  # nothing loaded from elsewhere: works offline
     assert html.count('class="plotly-graph-div') == out.figures

@@ -26,6 +26,7 @@ from carbonbench.cli import (
     export,
     measure,
     models,
+    pareto,
     report,
     run,
     runs,
@@ -35,7 +36,20 @@ from carbonbench.errors import CarbonbenchError, InternalError
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (models, sensors, run, measure, runs, report, export, compare, ab, changes, estimate)
+COMMANDS = (
+    models,
+    sensors,
+    run,
+    measure,
+    runs,
+    report,
+    export,
+    compare,
+    ab,
+    changes,
+    pareto,
+    estimate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -16,15 +18,30 @@ from rich.text import Text
 from carbonbench.cli.common import add_carbon_arguments, add_db_argument, carbon_given, number
 from carbonbench.errors import InputError, InternalError
 
+if TYPE_CHECKING:
+    from carbonbench.results.store import ResultRow
+    from carbonbench.suites.suite import Suite
+
 NAME = "run"
 HELP = "run a benchmark suite and store its results"
 FILTERS = ("arch", "phase", "size", "device", "impl", "dtype")  # narrow a suite's matrix
 
 
+def _sweep_rule(suite: Suite) -> Callable[[list[ResultRow]], dict[str, str]] | None:
+    """The rule a sweep that stops early drops settings by (None: every setting, every round)."""
+    if suite.measure.sweep != "halving":
+        return None
+    from carbonbench.analysis.pareto import confidently_dominated
+    from carbonbench.execution.supervisor import SWEEP_X, SWEEP_Y
+
+    return functools.partial(confidently_dominated, x=SWEEP_X, y=SWEEP_Y)
+
+
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """--suite and the filters that narrow its matrix (``run`` and ``ab`` share them)."""
     parser.add_argument(
-        "--suite", help="built-in name (smoke, gpu, nightly) or path (default: smoke)"
+        "--suite",
+        help="built-in name (smoke, gpu, nightly, settings, gpu-settings) or path (default: smoke)",
     )
     for name in FILTERS:
         parser.add_argument(
@@ -76,7 +93,9 @@ class WattsColumn(ProgressColumn):
 
 def _plan(args: argparse.Namespace):
     """(suite, carbon, options) from the command line, or from the run to resume; a suite
-    asking for a device this machine lacks is refused here, before anything is stored."""
+    asking for a device this machine lacks, or a GPU setting it cannot make (out of range, no
+    root), is refused here, before anything is stored."""
+    from carbonbench.energy import controls
     from carbonbench.energy.carbon import resolve
     from carbonbench.energy.devices import check_devices
     from carbonbench.execution.protocol import IDLE_BASELINE_ENV, IdleBaseline, RunOptions
@@ -93,6 +112,7 @@ def _plan(args: argparse.Namespace):
             )
         plan = plan_resume(args.db, args.resume)
         check_devices(c.device for c in plan.suite.cases)
+        controls.check(plan.suite.cases)
         options = RunOptions(
             label=plan.label,
             corpus=plan.corpus,
@@ -113,6 +133,7 @@ def _plan(args: argparse.Namespace):
             f"is skipped ({reasons})"
         )
     check_devices(c.device for c in suite.cases)
+    controls.check(suite.cases)
     if args.corpus is not None:
         _check_corpus(args.corpus, suite)
     c = suite.carbon
@@ -250,6 +271,7 @@ def _supervised(args, console, suite, carbon, options, rounds) -> int:
         run_id=options.resume or new_run_id(),
         rounds=rounds,
         on_event=on_event,
+        drop=_sweep_rule(suite),
     )
     with progress:
         outcome = supervisor.run()
@@ -276,7 +298,16 @@ def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbo
         rows = store.rows(run_id)
         run = store.run(run_id)
     order = case_order(run.suite_text, run.suite_source)
-    return _print_result(console, args, run_id, run.status, rows, carbon, order)
+    code = _print_result(console, args, run_id, run.status, rows, carbon, order)
+    sweep = run.metadata.sweep
+    if sweep is not None and sweep.dropped and not args.json:
+        cases = len({r.case_id for r in rows})
+        console.print(
+            f"{sweep.method}: {len(sweep.dropped)} of {cases} settings got no more rounds once "
+            f"another beat them with confidence on {sweep.x} and {sweep.y}",
+            highlight=False,
+        )
+    return code
 
 
 def _print_result(
@@ -294,10 +325,30 @@ def _print_result(
     return 0 if status == "ok" else 1
 
 
+def _setting(case: dict[str, Any], swept: list[str]) -> str:
+    """A case's values of the swept settings, short: ``b8 t2 bfloat16 pl300w``."""
+    short = {
+        "batch": "b",
+        "seq_len": "s",
+        "threads": "t",
+        "power_limit_w": "pl",
+        "sm_clock_mhz": "sm",
+    }
+    unit = {"power_limit_w": "w", "sm_clock_mhz": "mhz"}
+    return " ".join(
+        f"{short.get(k, '')}{case[k]}{unit.get(k, '')}" if case[k] is not None else f"{k}=-"
+        for k in swept
+    )
+
+
 def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
+    from carbonbench.suites.case import KNOBS
+
     table = Table(title=f"run {result['run_id']} ({result['status']})")
+    swept = [k for k in KNOBS if len({c.get(k) for c in result["cases"]}) > 1]
     columns = (
         "arch",
+        *(["setting"] if swept else []),
         "phase",
         "rounds",
         "mJ/token",
@@ -308,17 +359,28 @@ def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
     )
     for column in columns:
         table.add_column(
-            column, justify="left" if column in ("arch", "phase", "method") else "right"
+            column,
+            justify="left" if column in ("arch", "setting", "phase", "method") else "right",
         )
     for case in result["cases"]:
+        setting = [_setting(case, swept)] if swept else []
         if case["status"] != "ok":
             table.add_row(
-                case["arch"], case["phase"], "", "[red]failed", "", "", "", case["error"] or ""
+                case["arch"],
+                *setting,
+                case["phase"],
+                "",
+                "[red]failed",
+                "",
+                "",
+                "",
+                case["error"] or "",
             )
             continue
         ci = case["j_per_token_ci"]
         table.add_row(
             case["arch"],
+            *setting,
             case["phase"],
             str(case["rounds"]),
             f"{1e3 * case['j_per_token']:.3g}" if case["j_per_token"] is not None else "-",
@@ -330,3 +392,9 @@ def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
     console.print(table)
     console.print(f"carbon intensity {carbon.describe()}", highlight=False)
     console.print(f"run id [bold]{result['run_id']}[/] stored in {result['db']}")
+    if swept:
+        console.print(
+            f"settings swept: {', '.join(swept)}; `carbonbench pareto {result['run_id']} "
+            f"--db {result['db']}` finds the front and the setting to use",
+            highlight=False,
+        )

@@ -45,6 +45,11 @@ class Solo:
     def device_for(self, case: Case) -> torch.device:
         return case_device(case.device)
 
+    def settings_device(self, case: Case) -> str:
+        """The device whose settings (power limit, clocks) the case changes, named without
+        torch: they are made before torch touches it."""
+        return case.device
+
     def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
         """The module a step calls, when not the model itself."""
         return None

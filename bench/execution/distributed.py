@@ -74,6 +74,10 @@ class DdpCoordinator(Solo):
             return torch.device("cuda", self.topology.local_rank)
         return device
 
+    def settings_device(self, case: Case) -> str:
+        """Each rank changes the settings of its own GPU."""
+        return f"cuda:{self.topology.local_rank}" if case.device.startswith("cuda") else case.device
+
     def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
+from carbonbench.energy.controls import Change
 from carbonbench.errors import CarbonbenchError, InputError
 
 PROTOCOL = 1
@@ -200,6 +201,44 @@ class Sampler(Event):
 
 
 @dataclass(frozen=True)
+class _DeviceSetting(Event):
+    """A GPU setting (``carbonbench.energy.controls.Change``), its fields flat on the line."""
+
+    device: str
+    nvml_index: int
+    uuid: str
+    name: str
+    knob: str
+    unit: str
+    original: int | None
+    value: int
+
+    @classmethod
+    def of(cls, change: Change) -> Self:
+        return cls(**asdict(change))
+
+    @property
+    def change(self) -> Change:
+        return Change(**{f.name: getattr(self, f.name) for f in fields(Change)})
+
+
+@dataclass(frozen=True)
+class DeviceChange(_DeviceSetting):
+    """A GPU setting is about to be changed: sent (and flushed) before the change is made, so
+    the supervisor can put it back whatever becomes of the worker."""
+
+    event: ClassVar[str] = "device-change"
+
+
+@dataclass(frozen=True)
+class DeviceRestored(_DeviceSetting):
+    """A GPU setting declared by ``DeviceChange`` is as it was again: put back after its case,
+    or never changed (NVML refused the change)."""
+
+    event: ClassVar[str] = "device-restored"
+
+
+@dataclass(frozen=True)
 class Error(Event):
     """An error inside carbonbench (not in a case's model or workload): the run stops."""
 
@@ -239,6 +278,8 @@ EVENTS: dict[str, type[Event]] = {
         Error,
         Replaced,
         Stopping,
+        DeviceChange,
+        DeviceRestored,
     )
 }
 

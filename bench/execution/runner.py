@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from carbonbench.energy.carbon import CarbonSettings
+from carbonbench.energy.controls import Changes
 from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.energy.provenance import host
 from carbonbench.errors import CarbonbenchError
@@ -29,6 +30,8 @@ from carbonbench.execution.data import target_loss
 from carbonbench.execution.protocol import (
     CaseDone,
     CaseStarted,
+    DeviceChange,
+    DeviceRestored,
     Event,
     Idle,
     JobFailed,
@@ -108,20 +111,26 @@ class CaseRunner:
         coordinator: Solo = SOLO,
         stop: StopRequest | None = None,
         on_window: Callable[[Case, int, Measurement, int], None] | None = None,
+        declare: Callable[[Event], None] | None = None,
     ) -> None:
-        """``on_window(case, repeat, measurement, steps)``: after each measured window."""
+        """``on_window(case, repeat, measurement, steps)``: after each measured window.
+        ``declare(event)``: each GPU setting a case changes, before it is changed
+        (``DeviceChange``) and once it is put back (``DeviceRestored``), for whoever outlives
+        this process (the supervisor) to put back should it die in between."""
         self.suite, self.meter, self.recorder = suite, meter, recorder
         self.options = options or RunOptions()
         self.coordinator = coordinator
         self.stop = stop or stop_request()
         self.on_window = on_window or (lambda case, repeat, m, steps: None)
+        self.declare = declare or (lambda event: None)
 
     def run_case(self, case: Case, round: int = 0) -> bool:
         """Measure one case with its settings applied; False if it failed (its failure is
         recorded as a row)."""
         started = time.perf_counter()
         try:
-            with settings.applied(case):
+            device = self.coordinator.settings_device(case)
+            with settings.applied(case, self.declare, device):
                 return self._run_case(case, round, started)
         except CaseFailed as error:  # recorded, and the suite goes on
             message = str(error)
@@ -396,7 +405,16 @@ class Runner:
             on_window=lambda case, repeat, m, steps: self.on_event(
                 Window(case.case_id, self.round, repeat, m.duration_s, steps)
             ),
+            declare=self._declare,
         )
+        self.changes = Changes()  # GPU settings the cases changed, put back again at the end
+
+    def _declare(self, event: Event) -> None:
+        if isinstance(event, DeviceChange):
+            self.changes.declared(event.change)
+        elif isinstance(event, DeviceRestored):
+            self.changes.restored(event.change)
+        self.on_event(event)
 
     def _row_stored(self, row: ResultRow) -> None:
         watts = row.energy_j / row.duration_s if row.duration_s > 0 else None
@@ -434,6 +452,7 @@ class Runner:
             status = "failed"  # e.g. the store could not be written: say so, then raise
             raise
         finally:
+            self.changes.put_back(every=True, by="run")  # idempotent: each case put its back
             if self.store is not None:
                 status = self._end(status)
         return status
@@ -467,4 +486,5 @@ class Runner:
             **RunMetadata.fields_in(measured_by(m)),
             idle_w=m.idle_w,
             sampler=SamplerCost(m.sampler_reads, m.sampler_cpu_s, 1, m.interval_s),
+            device_changes=[*self.record.metadata.device_changes, *self.changes.record()],
         )

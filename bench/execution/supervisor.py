@@ -17,7 +17,11 @@ and hands them on, and it is what survives a worker's death:
 - a worker that dies before measuring anything (at start-up, in the idle baseline) costs
   nothing: a fresh one takes its round over, once; a second such death in the same round
   stops the run, with both causes;
-- an error inside carbonbench (a worker's ``Error`` event) stops the run as an internal error.
+- an error inside carbonbench (a worker's ``Error`` event) stops the run as an internal error;
+- a GPU setting a worker changed (declared by ``DeviceChange`` before it is made) and did not
+  say it put back (``DeviceRestored``) is put back by the supervisor once the worker has
+  ended, however it ended, and every declared setting once more when the run ends (also after
+  Ctrl-C or SIGTERM), to the first original any worker declared.
 
 The standard error of every worker that did not end cleanly is kept next to the store
 (``logs/<run id>/``). SIGINT or SIGTERM stops after the current window (the worker finishes it
@@ -45,10 +49,13 @@ from pathlib import Path
 from typing import Any
 
 from carbonbench.energy.carbon import CarbonSettings
+from carbonbench.energy.controls import Changes
 from carbonbench.energy.provenance import host
 from carbonbench.execution.protocol import (
     CaseDone,
     CaseStarted,
+    DeviceChange,
+    DeviceRestored,
     Error,
     Event,
     Job,
@@ -62,10 +69,10 @@ from carbonbench.execution.protocol import (
     Stopping,
     decode,
 )
-from carbonbench.results.metadata import RunMetadata, SamplerCost, StoredOptions
+from carbonbench.results.metadata import RunMetadata, SamplerCost, StoredOptions, Sweep
 from carbonbench.results.metrics import round_values
 from carbonbench.results.runlog import RunLog
-from carbonbench.results.store import Store
+from carbonbench.results.store import ResultRow, Store
 from carbonbench.signals import StopRequest
 from carbonbench.stats import relative_half_width
 from carbonbench.suites.case import Case
@@ -74,6 +81,7 @@ from carbonbench.suites.suite import Suite
 WORKER = [sys.executable, "-m", "carbonbench.execution.worker"]
 STDERR_LINES = 5  # of a dead worker's standard error, kept in its case's error
 POLL_S = 0.2
+SWEEP_X, SWEEP_Y = "time_per_token", "energy_per_token"  # what a halving sweep judges on
 log = logging.getLogger(__name__)
 
 
@@ -133,7 +141,12 @@ class Supervisor:
         rounds: list[tuple[int, list[str]]] | None = None,  # (round, case ids): a resume
         on_event: Callable[[Event], None] | None = None,
         worker: list[str] | None = None,
+        drop: Callable[[list[ResultRow]], dict[str, str]] | None = None,
     ) -> None:
+        """``drop``: for ``sweep = "halving"``, called with the run's rows after each round,
+        returns the cases to give no more rounds, each with the case that beat it
+        (``carbonbench.analysis.pareto.confidently_dominated``, which this layer cannot
+        import)."""
         self.suite, self.db, self.carbon, self.options = suite, Path(db), carbon, options
         self.run_id = run_id
         self.on_event = on_event or (lambda event: None)
@@ -149,8 +162,14 @@ class Supervisor:
         self._error: str | None = None  # why the run could not go on
         self._internal = False  # ... because of a bug in carbonbench
         self._proc: subprocess.Popen | None = None
+        self._changes = Changes()  # GPU settings workers declared: put back after each
+        self._earlier_changes: list[dict[str, Any]] = []  # those of a resumed run's parts
         idle = options.idle  # measured by another run here (ab's first): not again
         self._idle_w: dict[str, float] | None = dict(idle.idle_w) if idle else None
+        if suite.measure.sweep is not None and drop is None:
+            raise ValueError(f"sweep = {suite.measure.sweep!r} needs the drop rule it names")
+        self._drop = drop if suite.measure.sweep is not None else None
+        self._dropped: dict[str, dict[str, Any]] = {}
         self._flops: dict[str, list[int]] = {}  # FLOP counts: the store's, and new ones
         self._described = False  # the run's record has a worker's account of the hardware
         self._sampler = SamplerCost()
@@ -171,6 +190,7 @@ class Supervisor:
             self.store, self.tmp = store, Path(tmp)
             self._flops = store.flop_counts()  # made by earlier runs: no worker counts again
             self.record = self._begin()
+            self._earlier_changes = list(self.record.metadata.device_changes)
             status = "failed"
             try:
                 with self._stop.installed():
@@ -178,6 +198,7 @@ class Supervisor:
                     self._more_rounds(started)
                 status = self._status()
             finally:
+                self._changes.put_back(every=True)  # idempotent; after a signal too
                 status = self._end(status)
         return Outcome(self.run_id, status, self._stop.signal, self._error, self._internal)
 
@@ -193,6 +214,8 @@ class Supervisor:
 
     def _rounds(self, schedule: list[tuple[int, list[str]]]) -> None:
         for index, (round, case_ids) in enumerate(schedule):
+            if not case_ids:  # every case of it dropped by the sweep
+                continue
             pending = list(case_ids)
             scheduled = sum(len(ids) for _, ids in self._schedule)
             self.on_event(Round(round, index, len(self._schedule), scheduled))
@@ -219,6 +242,35 @@ class Supervisor:
                         )
             if not self._going_on():
                 return
+            self._after_round(round)
+
+    def _after_round(self, round: int) -> None:
+        """A sweep that stops early (``sweep = "halving"``): the settings the drop rule finds
+        beaten with confidence are taken out of every later round, and the run's record says
+        which, after which round, and by what (also what ``--resume`` measures)."""
+        if self._drop is None:
+            return
+        beaten = {
+            case_id: by
+            for case_id, by in self._drop(self.store.rows(self.run_id)).items()
+            if case_id not in self._dropped and case_id in self._cases
+        }
+        if not beaten:
+            return
+        for case_id, by in beaten.items():
+            self._dropped[case_id] = {"after_round": round, "by": by}
+            log.info(
+                "sweep: %s gets no more rounds after round %d (beaten by %s)", case_id, round, by
+            )
+        position = next(i for i, (r, _) in enumerate(self._schedule) if r == round)
+        for i in range(position + 1, len(self._schedule)):
+            r, ids = self._schedule[i]
+            self._schedule[i] = (r, [c for c in ids if c not in self._dropped])
+        m = self.suite.measure
+        self.record.update(
+            order=[[r, ids] for r, ids in self._schedule if ids],
+            sweep=Sweep(m.sweep or "", SWEEP_X, SWEEP_Y, dict(self._dropped)),
+        )
 
     def _more_rounds(self, started: float) -> None:
         """Adaptive rounds: with ``ci_half_width``, more rounds of the cases whose interval
@@ -235,6 +287,7 @@ class Supervisor:
                 case_id
                 for case_id in self._cases
                 if case_id not in self._failed_cases
+                and case_id not in self._dropped
                 and relative_half_width(values.get(case_id, [])) > m.ci_half_width
             ]
             if not wide:
@@ -286,6 +339,7 @@ class Supervisor:
                 proc.kill()
             proc.wait()
             self._proc = None
+            self._changes.put_back()  # what it changed and, dead or killed, did not undo
         if not outcome.finished and outcome.cause is None:
             outcome.cause = f"the worker {_cause(proc.returncode)}"
         clean = outcome.finished and not outcome.failed and proc.returncode == 0
@@ -369,6 +423,12 @@ class Supervisor:
             elif isinstance(event, Error):
                 outcome.error = event
                 outcome.cause = f"internal error: {event.message}"
+            elif isinstance(event, DeviceChange):
+                # in the run's record at once, for whoever finds this supervisor killed
+                if self._changes.declared(event.change):
+                    self.record.update(device_changes=self._device_changes())
+            elif isinstance(event, DeviceRestored):
+                self._changes.restored(event.change)
             if isinstance(event, Event) and not isinstance(event, Sampler | Error):
                 self.on_event(event)
             waited = time.monotonic() - since
@@ -450,4 +510,10 @@ class Supervisor:
             stopped_by=self._stop.signal,
             error=self._error,
             logs=str(self._logs) if self._kept_logs else self.record.metadata.logs,
+            device_changes=self._device_changes(),
         )
+
+    def _device_changes(self) -> list[dict[str, Any]]:
+        """The GPU settings the run changed, for its record: an earlier part's (a resume's),
+        then this one's, each with who put it back (None: nobody yet)."""
+        return [*self._earlier_changes, *self._changes.record()]

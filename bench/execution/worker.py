@@ -6,8 +6,9 @@ to either process), and tells the supervisor what it does in the events of
 ``carbonbench.execution.protocol``, one JSON line each on its standard output. Anything else it
 or the code it runs prints goes to standard error, which the supervisor keeps as the worker's
 log. SIGINT (forwarded by the supervisor) stops it after the current window; it ends itself
-when the supervisor is gone. An error inside carbonbench (not in a case) is sent as an
-``Error`` event with its traceback, and the worker exits with status 70 (EX_SOFTWARE).
+when the supervisor is gone, putting back first any GPU setting it changed (``Events``). An
+error inside carbonbench (not in a case) is sent as an ``Error`` event with its traceback, and
+the worker exits with status 70 (EX_SOFTWARE).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
+from carbonbench.energy.controls import Changes
 from carbonbench.execution.protocol import (
     CaseDone,
     CaseStarted,
+    DeviceChange,
+    DeviceRestored,
     Error,
     Event,
     Idle,
@@ -40,10 +44,12 @@ INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in carbonbench, not in the case
 
 
 class Events:
-    """Events to the supervisor; a supervisor that has gone ends this process."""
+    """Events to the supervisor; a supervisor that has gone ends this process, after putting
+    back the GPU settings it declared (no one else is left to)."""
 
     def __init__(self, stream: TextIO, supervisor_pid: int) -> None:
         self.stream, self.supervisor_pid = stream, supervisor_pid
+        self.changes = Changes()  # GPU settings declared and not yet said to be put back
 
     def send(self, event: Event) -> None:
         self.orphaned_exit()
@@ -51,13 +57,21 @@ class Events:
             self.stream.write(event.to_json() + "\n")
             self.stream.flush()
         except BrokenPipeError:
-            os._exit(1)
+            self._exit()
+        if isinstance(event, DeviceChange):
+            self.changes.declared(event.change)
+        elif isinstance(event, DeviceRestored):
+            self.changes.restored(event.change)
 
     def orphaned_exit(self) -> None:
         """Stop before writing anything more once the supervisor is gone: ``--resume`` will
         measure what is left, and two processes must not write the same case."""
         if self.supervisor_pid and os.getppid() != self.supervisor_pid:
-            os._exit(1)
+            self._exit()
+
+    def _exit(self) -> None:
+        self.changes.put_back(by="orphaned worker")
+        os._exit(1)
 
 
 def _die_with_parent() -> None:
@@ -121,6 +135,7 @@ def run_job(job: Job, events: Events) -> int:
             on_window=lambda case, repeat, m, steps: events.send(
                 Window(case.case_id, job.round, repeat, m.duration_s, steps)
             ),
+            declare=events.send,  # sent and flushed before each GPU setting is changed
         )
         for case in cases:
             if stop.requested:

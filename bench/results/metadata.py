@@ -66,6 +66,18 @@ class AbTag:
 
 
 @dataclass
+class Sweep:
+    """How a sweep over settings spent its rounds: with ``halving``, the settings that got no
+    more rounds once another of their group beat them with confidence on both axes."""
+
+    method: str  # halving
+    x: str  # the metrics it judged on
+    y: str
+    # case id -> {"after_round": the last round it had, "by": the case id that beat it}
+    dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class RunMetadata:
     kind: str = "suite"
     # the machine, as the supervisor first records it
@@ -107,6 +119,9 @@ class RunMetadata:
     exit_status: int | None = None
     signals: list[str] = field(default_factory=list)
     ab: AbTag | None = None
+    sweep: Sweep | None = None
+    # GPU settings the run changed: carbonbench.energy.controls.Changes.record()
+    device_changes: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # keys of a newer version, kept
     metadata_version: int = METADATA_VERSION
 

@@ -72,7 +72,7 @@ from carbonbench.models import ARCHITECTURES, ArchitectureError, architecture
 from carbonbench.suites.case import DEVICE_KNOBS, Case
 from carbonbench.suites.phases import DTYPE_NAMES, SUITE_PHASES, supports, why_unsupported
 
-BUILTIN = ("smoke", "gpu", "nightly")
+BUILTIN = ("smoke", "gpu", "nightly", "settings", "gpu-settings")
 # [thresholds] belongs to the regression gate (carbonbench.analysis.compare), which reads it
 # from the suite; the suite only checks it (carbonbench.suites.thresholds)
 TABLES = ("suite", "matrix", "measure", "target", "carbon", "thresholds")
@@ -309,7 +309,7 @@ def parse(text: str, source: str) -> Suite:
         if knob in data["matrix"] and not any(d.startswith("cuda") for d in matrix["device"]):
             raise SuiteError(
                 f"{source}: [matrix].{knob} sets a GPU, but the matrix has no cuda device; "
-                f"add one (device = [\"cuda\"]) or remove {knob}"
+                f'add one (device = ["cuda"]) or remove {knob}'
             )
     cases, skipped = [], []
     for combo in itertools.product(*matrix.values()):

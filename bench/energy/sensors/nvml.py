@@ -91,6 +91,7 @@ class _Gpu:
     name: str
     has_counter: bool
     instant_power: bool
+    max_power_w: float | None = None  # the highest power limit the board takes
     first_mj: int = 0
     energy_j: float = 0.0
     power_w: float = 0.0
@@ -148,6 +149,8 @@ class NvmlSensor(Sensor):
             )
         gpu.instant_power = self._instant_power(handle) is not None
         gpu.power_w = self._power(gpu)
+        with contextlib.suppress(nvml.NVMLError):
+            gpu.max_power_w = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)[1] / 1e3
         return gpu
 
     def _instant_power(self, handle: Any) -> float | None:
@@ -209,6 +212,8 @@ class NvmlSensor(Sensor):
         return {
             "driver": self.driver_version(),
             "devices": {g.domain: g.name for g in self._gpus},
+            # the board's highest power limit, W (None: not readable): a cost's MaxPower
+            "max_power_w": {g.domain: g.max_power_w for g in self._gpus},
         }
 
     def constants(self) -> dict[str, object]:
