@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests``, ``lint``, ``smoke``, ``speed`` and ``overhead``.
+"""Sessions: ``nox -s tests``, ``lint``, ``docs``, ``smoke``, ``speed`` and ``overhead``.
 
 torch 2.13.0 is installed first in every session that needs it: the package's requirement is a
 range, and with nothing installed a bare range would pull the newest build with its CUDA wheels.
@@ -19,8 +19,9 @@ def _install(session: nox.Session, extras: str = "") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (no GPU and no RAPL needed: hardware is faked at its interface), with
-    the hf extra so that the Hugging Face architectures are tested too."""
-    _install(session, "[dev,hf]")
+    the hf extra so that the Hugging Face architectures are tested too, and the serving extra
+    so that `carbonbench serving` is tested against a real `transformers serve`."""
+    _install(session, "[dev,hf,serving,prometheus]")
     session.run("pytest", *session.posargs)
 
 
@@ -36,6 +37,16 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("actionlint")
     session.run("lint-imports", "--no-cache")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml, docs/), built offline into site/ (`-- -d DIR` for
+    another folder); strict, so a broken link, a page missing from the nav or any warning
+    fails it. The command reference, the suite keys and the store's schema are generated from
+    the code (docs/hooks/reference.py)."""
+    _install(session, "[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

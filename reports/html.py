@@ -17,12 +17,22 @@ from plotly.offline import get_plotlyjs
 
 from carbonbench import __version__
 from carbonbench.analysis.estimate import from_measurement, joules_per_flop_by_round
-from carbonbench.analysis.pareto import ParetoError, analyse, saving, slowdown, sweeps
+from carbonbench.analysis.pareto import (
+    ParetoError,
+    analyse,
+    saving,
+    slowdown,
+    sweeps,
+    window_metrics,
+)
 from carbonbench.energy.carbon import J_PER_KWH, equivalents
 from carbonbench.reports import figures
 from carbonbench.reports.data import ReportData, energy_by_method, load, modelled_domains
+from carbonbench.results.metrics import round_metrics
 from carbonbench.results.outputs import check_writable, write_text
 from carbonbench.results.store import ResultRow, RunRecord
+from carbonbench.stats import median
+from carbonbench.suites.phases import SERVE
 
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -230,6 +240,69 @@ def _settings(run: RunRecord, rows: list[ResultRow]) -> list[dict[str, Any]]:
     return out
 
 
+SERVING_X = "itl_p90_s"  # the serving section's latency axis
+
+
+def _serving(run: RunRecord, rows: list[ResultRow]) -> dict[str, Any] | None:
+    """A serving run (``carbonbench serving``): per level, the medians over rounds of energy
+    per output token and per request, throughput and latency percentiles; and energy per token
+    against p90 inter-token latency with its front and, given the run's latency limit, the
+    level within it at the lowest energy per token (else ``pareto``'s default rule)."""
+    served = [r for r in rows if r.phase == SERVE]
+    if not served:
+        return None
+    levels = []
+    for case_id, values in round_metrics(served, window_metrics).items():
+        first = next(r for r in served if r.case_id == case_id)
+        rounds = len(values.get("energy_per_token", []))
+
+        def med(name: str, scale: float = 1.0, digits: int = 3, values: dict = values) -> str:
+            got = values.get(name)
+            return _fmt(scale * median(got), digits) if got else "-"
+
+        failed = sum(1 for r in served if r.case_id == case_id and not r.ok)
+        levels.append(
+            {
+                "level": f"concurrency {first.concurrency}"
+                if first.concurrency is not None
+                else f"rate {first.rate:g}/s",
+                "rounds": rounds,
+                "failed": failed,
+                "mj_per_token": med("energy_per_token", 1e3),
+                "j_per_request": med("energy_per_request_j"),
+                "tokens_per_s": med("steady_tokens_per_s", 1.0, 4),
+                "ttft": " / ".join(med(f"ttft_p{q}_s", 1e3) for q in (50, 90, 99)),
+                "itl": " / ".join(med(f"itl_p{q}_s", 1e3) for q in (50, 90, 99)),
+                "e2e": " / ".join(med(f"e2e_p{q}_s", 1e3) for q in (50, 90, 99)),
+                "source": ", ".join(
+                    sorted(
+                        {
+                            str(r.extra.get("tokens_source"))
+                            for r in served
+                            if r.case_id == case_id and r.ok
+                        }
+                    )
+                ),
+            }
+        )
+    limit = (run.metadata.extra.get("serving") or {}).get("latency_limit_s")
+    front = None
+    try:
+        result = analyse(served, run, x=SERVING_X, y="energy_per_token", max_x=limit)
+    except ParetoError:
+        result = None
+    if result is not None and result.groups:
+        group = result.groups[0]
+        chosen = group.recommended
+        front = {
+            "div": _div(figures.pareto_front(group, result.x, result.y)),
+            "rule": chosen.rule if chosen else f"{SERVING_X} <= {limit:g}",
+            "recommended": chosen.setting.label(group.knobs) if chosen else None,
+            "notes": result.notes,
+        }
+    return {"model": served[0].arch, "levels": levels, "front": front, "limit": limit}
+
+
 def _provenance(runs: list[RunRecord]) -> list[dict[str, Any]]:
     out = []
     for run in runs:
@@ -304,7 +377,9 @@ def render(
         if (group["phase"] != "train-to-target").all()
     ]
     trend = figures.trends(data.cases, data.runs) if len(data.runs) > 1 else None
-    settings = _settings(data.latest, [r for r in data.results if r.run_id == latest_id])
+    latest_results = [r for r in data.results if r.run_id == latest_id]
+    settings = _settings(data.latest, latest_results)
+    serving = _serving(data.latest, latest_results)
     divs = {
         "compared": [_div(f) for f in compared],
         "versus": _div(versus) if versus else None,
@@ -313,6 +388,7 @@ def render(
         "trend": _div(trend) if trend else None,
     }
     count = len(divs["compared"]) + len(divs["timelines"]) + len(settings)
+    count += 1 if serving and serving["front"] else 0
     count += sum(1 for k in ("versus", "target", "trend") if divs[k])
     html = (
         _environment()
@@ -330,6 +406,7 @@ def render(
             provenance=_provenance(data.runs),
             projection=_projection(data.latest, data.results),
             settings=settings,
+            serving=serving,
             fmt=_fmt,
         )
     )

@@ -143,6 +143,8 @@ def test_groups_sweep_the_knobs_with_more_than_one_value() -> None:
         "size": "tiny",
         "power_limit_w": None,
         "sm_clock_mhz": None,
+        "concurrency": None,
+        "rate": None,
     }
     assert len({r.case_id for r in group.rows}) == 6
 
@@ -389,6 +391,8 @@ def test_cli_json(db, capsys) -> None:
         "threads": 4,
         "power_limit_w": None,
         "sm_clock_mhz": None,
+        "concurrency": None,
+        "rate": None,
     }
     assert first["case_id"] == case(4, 8).case_id and first["status"] == "front"
     assert set(first["x"]) == {"metric", "median", "low", "high"} and first["rounds"] == 5

@@ -389,11 +389,17 @@ def recommend(
     max_slowdown: float | None = MAX_SLOWDOWN,
     eta: float | None = None,
     max_power_w: float | None = None,
-) -> Setting:
+    max_x: float | None = None,
+) -> Setting | None:
     """The setting the rule picks (see the module's docstring): ``eta`` with ``max_power_w``
-    when given, else ``max_slowdown``."""
+    when given; ``max_x``, a limit on x (a serving level's p90 inter-token latency, say): the
+    lowest median y among the settings whose median x is within it, None if none is; else
+    ``max_slowdown``."""
     if not settings:
         raise ValueError("no settings to recommend from")
+    if max_x is not None:
+        within = [s for s in settings if s.x.median <= max_x]
+        return _best(within) if within else None
     if eta is not None:
         if max_power_w is None:
             raise ValueError("the eta rule needs max_power_w")
@@ -621,6 +627,7 @@ def analyse(
     max_power_w: float | None = None,
     baseline: Mapping[str, Any] | None = None,
     min_rounds: int = MIN_ROUNDS,
+    max_x: float | None = None,
 ) -> Pareto:
     """Every swept group of one run's rows: settings, front, default and recommended setting.
 
@@ -689,6 +696,12 @@ def analyse(
                 )
             chosen = recommend(settings, eta=eta, max_power_w=power.watts)
             rule = f"eta={eta:g} (P_max {power.watts:g} W from {power.source})"
+        elif max_x is not None:
+            chosen = recommend(settings, max_x=max_x)
+            rule = f"{x} <= {max_x:g}"
+            if chosen is None:
+                result.notes.append(f"{group.title}: no setting has a median {x} within {max_x:g}")
+                continue
         else:
             factor = MAX_SLOWDOWN if max_slowdown is None else max_slowdown
             chosen = recommend(settings, max_slowdown=factor)

@@ -31,6 +31,7 @@ from carbonbench.cli import (
     run,
     runs,
     sensors,
+    serving,
 )
 from carbonbench.errors import CarbonbenchError, InternalError
 
@@ -41,6 +42,7 @@ COMMANDS = (
     sensors,
     run,
     measure,
+    serving,
     runs,
     report,
     export,

@@ -7,10 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
 
-from carbonbench.cli.common import add_carbon_arguments, fraction
+from carbonbench.cli.common import add_carbon_arguments, fraction, make_console
 from carbonbench.cli.run import FILTERS, add_selection_arguments
 from carbonbench.errors import InputError
 
@@ -83,8 +82,6 @@ def _command(text: str, side: str) -> list[str]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from carbonbench.analysis.ab import METHOD, METRICS, Ab, AbPlan, Interrupted
     from carbonbench.analysis.compare import METRICS as KNOWN
     from carbonbench.analysis.compare import load_thresholds, markdown
@@ -109,7 +106,7 @@ def handle(args: argparse.Namespace) -> int:
         thresholds=load_thresholds(args.thresholds),
         metrics=tuple(args.metric or METRICS),
     )
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "side":
@@ -132,5 +129,5 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"comparison": ab.comparison_id, **result.to_json()}, indent=2))
     else:
-        print_comparison(Console(file=sys.stdout), result, show_all=args.all, method=METHOD)
+        print_comparison(make_console(), result, show_all=args.all, method=METHOD)
     return 0 if result.passed else 1

@@ -7,7 +7,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from carbonbench.cli.common import add_db_argument, number
+from carbonbench.cli.common import add_db_argument, make_console, number, print_table
 from carbonbench.errors import InputError
 
 NAME = "changes"
@@ -28,7 +28,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from carbonbench.analysis.changes import MIN_HISTORY, find_changes
@@ -49,11 +48,12 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"changes": [asdict(c) for c in changes], "short": short}, indent=2))
         return 0
-    console = Console()
+    console = make_console()
     if changes:
         table = Table(title=f"Change points in {args.metric} ({args.db})")
         for column in ("case", "first run at the new level", "before", "after", "change", "p"):
-            table.add_column(column, justify="right" if column in ("change", "p") else "left")
+            justify = "right" if column in ("change", "p") else "left"
+            table.add_column(column, justify=justify, no_wrap=True)
         for c in changes:
             table.add_row(
                 c.case_id,
@@ -63,7 +63,7 @@ def handle(args: argparse.Namespace) -> int:
                 f"{100 * (c.ratio - 1):+.1f}%",
                 f"{c.p_value:.3g}",
             )
-        console.print(table)
+        print_table(console, table)
     else:
         console.print(f"no change points in {args.metric}", highlight=False)
     if short:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carbonbench.results.store import DEFAULT_DB
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+# wide enough for any table: one renders at its content's width, not padded to the console's
+UNLIMITED = 10_000
 
 
 def number(text: str) -> float:
@@ -48,3 +57,35 @@ def carbon_given(args: argparse.Namespace) -> bool:
     """Whether any carbon option was given on the command line."""
     names = ("carbon_intensity", "country", "cloud", "pue")
     return any(getattr(args, n) is not None for n in names)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for a command's output. Without a terminal (CI logs, nox, a pipe) and without
+    COLUMNS, rich would wrap at 80 columns and split intervals and refs over two lines; there
+    tables take the width their content needs instead. The stream itself is asked, not rich:
+    FORCE_COLOR makes rich take a CI log for a terminal of 80 columns."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    isatty = getattr(console.file, "isatty", None)
+    tty = isatty is not None and isatty()
+    if not tty and not console.is_jupyter and "COLUMNS" not in os.environ:
+        console.width = UNLIMITED
+    return console
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print a table with its ``no_wrap`` columns (numbers, intervals, ids) whole and the others
+    wrapped at most between words: where the console is too narrow for that, the table
+    overflows rather than cutting a number short or dropping a column (rich's last resort)."""
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(UNLIMITED)
+    for column in table.columns:
+        sizes = [Measurement.get(console, wide, c) for c in (column.header, *column.cells)]
+        least = max(m.maximum if column.no_wrap else m.minimum for m in sizes)
+        column.min_width = max(column.min_width or 0, least)
+    need = Measurement.get(console, wide, table).minimum
+    if need > console.width:  # rich would shrink every column, down to nothing
+        table.width = need
+    console.print(table, crop=False)

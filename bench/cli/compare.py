@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from carbonbench.cli.common import add_db_argument, fraction
+from carbonbench.cli.common import add_db_argument, fraction, make_console, print_table
 
 NAME = "compare"
 HELP = "regression gate: compare two runs or two pytest-benchmark JSON files"
@@ -67,7 +67,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print_comparison(Console(), result, show_all=args.all)
+        print_comparison(make_console(), result, show_all=args.all)
     return 0 if result.passed else 1
 
 
@@ -78,7 +78,11 @@ def print_comparison(console: Console, result, *, show_all: bool, method: str | 
     table = Table(title=f"{result.baseline} → {result.current}")
     columns = ("case", "metric", "baseline", "current", "change [interval]", "p", "evidence")
     for column in (*columns, "verdict"):
-        table.add_column(column, justify="right" if column in columns[4:6] else "left")
+        table.add_column(
+            column,
+            justify="right" if column in columns[4:6] else "left",
+            no_wrap=column != "evidence",
+        )
     style = {
         "regression": "bold red",
         "improvement": "green",
@@ -99,7 +103,7 @@ def print_comparison(console: Console, result, *, show_all: bool, method: str | 
             f"[{style[v.verdict]}]{v.verdict}" if v.verdict in style else v.verdict,
         )
     if table.row_count:
-        console.print(table)
+        print_table(console, table)
     unchanged = sum(v.verdict == "unchanged" for v in result.verdicts)
     console.print(
         f"{len(result.regressions)} regression(s), {unchanged} unchanged metric(s) of "

@@ -7,10 +7,15 @@ import argparse
 import json
 import math
 
-from rich.console import Console
 from rich.table import Table
 
-from carbonbench.cli.common import add_carbon_arguments, add_db_argument, number
+from carbonbench.cli.common import (
+    add_carbon_arguments,
+    add_db_argument,
+    make_console,
+    number,
+    print_table,
+)
 from carbonbench.energy.carbon import resolve
 from carbonbench.errors import InputError
 
@@ -96,10 +101,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    console = Console()
     table = Table(title="Estimate", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()  # figures, and the method and sources in words
     rng = result.energy_kwh_range
     energy = f"{_human(result.energy_kwh)} kWh"
     if rng:
@@ -116,7 +120,7 @@ def handle(args: argparse.Namespace) -> int:
         table.add_row(f"input: {key}", f"{value:,.6g}" if isinstance(value, float) else str(value))
     for key, value in result.sources.items():
         table.add_row(f"source: {key}", value)
-    console.print(table)
+    print_table(make_console(), table)
     return 0
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import argparse
 
-from carbonbench.cli.common import add_carbon_arguments, add_db_argument, number
+from carbonbench.cli.common import (
+    add_carbon_arguments,
+    add_db_argument,
+    make_console,
+    number,
+    print_table,
+)
 from carbonbench.errors import InputError
 
 NAME = "measure"
@@ -22,11 +28,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--interval", type=number, default=0.1, metavar="S", help="sampling interval (0.1 s)"
     )
     add_carbon_arguments(parser)
+    parser.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="push the run's metrics to this Prometheus Pushgateway (the prometheus extra)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from carbonbench.energy.carbon import resolve
@@ -37,6 +47,10 @@ def handle(args: argparse.Namespace) -> int:
         raise InputError("give the command to measure after --: carbonbench measure -- CMD ARGS")
     if args.work is not None and not args.work > 0:
         raise InputError(f"--work must be positive, got {args.work:g}")
+    if args.pushgateway is not None:
+        from carbonbench.integrations.prometheus import check_gateway
+
+        check_gateway(args.pushgateway)  # refused before the command runs, not after
     carbon = resolve(
         intensity=args.carbon_intensity, country=args.country, cloud=args.cloud, pue=args.pue
     )
@@ -56,16 +70,17 @@ def handle(args: argparse.Namespace) -> int:
         raise InputError(f"cannot run {argv[0]!r}: permission denied") from None
     m = tracker.measurement
     assert m is not None
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     table = Table(title=f"{tracker.label}: {m.duration_s:.1f} s, exit status {status}")
     for column in ("domain", "method", "energy", "mean power"):
-        table.add_column(column, justify="left" if column in ("domain", "method") else "right")
+        justify = "left" if column in ("domain", "method") else "right"
+        table.add_column(column, justify=justify, no_wrap=True)
     for domain, joules in m.energy_j.items():
         added = "" if m.additive[domain] else " (not added)"
         table.add_row(
             domain, m.method[domain] + added, f"{joules:,.1f} J", f"{m.power_w[domain]:.1f} W"
         )
-    console.print(table)
+    print_table(console, table)
     total = m.total_energy_j
     line = f"total {total:,.1f} J, {carbon.co2e_g(total):.3g} g CO2e at {carbon.describe()}"
     if args.work:
@@ -74,4 +89,8 @@ def handle(args: argparse.Namespace) -> int:
     console.print(line, highlight=False)
     if tracker.run_id is not None:
         console.print(f"run id [bold]{tracker.run_id}[/] stored in {args.db}")
+        if args.pushgateway is not None:
+            from carbonbench.integrations.prometheus import push_or_warn
+
+            push_or_warn(args.pushgateway, args.db, tracker.run_id)
     return status

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from carbonbench.cli.common import make_console, print_table
+
 NAME = "models"
 HELP = "list the architectures and their sizes"
 
@@ -16,7 +18,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     import torch
-    from rich.console import Console
     from rich.table import Table
 
     from carbonbench import models
@@ -49,9 +50,9 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     sizes = list(dict.fromkeys(s for row in rows for s in row["parameters"]))
     table = Table(title="Architectures (parameters per size)")
-    table.add_column("arch", style="bold")
+    table.add_column("arch", style="bold", no_wrap=True)
     for size in sizes:
-        table.add_column(size, justify="right")
+        table.add_column(size, justify="right", no_wrap=True)
     table.add_column("description")
     table.add_column("source")
     for row in rows:
@@ -59,8 +60,8 @@ def handle(args: argparse.Namespace) -> int:
             f"{row['parameters'][s] / 1e6:.2f} M" if s in row["parameters"] else "-" for s in sizes
         ]
         table.add_row(row["arch"], *counts, row["description"], row["source"])
-    console = Console()
-    console.print(table)
+    console = make_console()
+    print_table(console, table)
     if not available():
         console.print(f"{', '.join(hf)}: {INSTALL}", highlight=False, markup=False)
     return 0

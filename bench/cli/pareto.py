@@ -10,7 +10,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from carbonbench.cli.common import add_db_argument, number
+from carbonbench.cli.common import add_db_argument, make_console, number, print_table
 
 NAME = "pareto"
 HELP = "energy against time over the settings a run swept: the front and a recommendation"
@@ -39,6 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=number,
         metavar="E",
         help="recommend the lowest E x energy + (1 - E) x P_max x time (Zeus' cost)",
+    )
+    rule.add_argument(
+        "--max-x",
+        type=number,
+        metavar="LIMIT",
+        help="recommend the lowest energy among settings whose median x is within LIMIT (a "
+        "latency objective: --x itl_p90_s --max-x 0.05)",
     )
     parser.add_argument(
         "--max-power-w",
@@ -71,11 +78,12 @@ def handle(args: argparse.Namespace) -> int:
         eta=args.eta,
         max_power_w=args.max_power_w,
         baseline=baseline,
+        max_x=args.max_x,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print_pareto(Console(), result)
+        print_pareto(make_console(), result)
     return 0
 
 
@@ -96,7 +104,8 @@ def print_pareto(console: Console, result) -> None:
     for group in result.groups:
         table = Table(title=f"{group.title}: sweeps {', '.join(group.knobs)}")
         for column in ("setting", f"{result.x} [95% CI]", f"{result.y} [95% CI]", "rounds"):
-            table.add_column(column, justify="left" if column == "setting" else "right")
+            justify = "left" if column == "setting" else "right"
+            table.add_column(column, justify=justify, no_wrap=True)
         table.add_column("status")
         recommended = group.recommended.setting if group.recommended else None
         for s in group.settings:
@@ -106,7 +115,7 @@ def print_pareto(console: Console, result) -> None:
             table.add_row(
                 s.label(group.knobs), _interval(s.x), _interval(s.y), str(s.rounds), status
             )
-        console.print(table)
+        print_table(console, table)
         for case_id in group.left_out:
             console.print(f"left out (no round measured both): {case_id}", highlight=False)
         if group.recommended is None or group.baseline is None:

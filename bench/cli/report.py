@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from carbonbench.cli.common import add_db_argument
+from carbonbench.cli.common import add_db_argument, make_console
 from carbonbench.errors import InputError
 
 NAME = "report"
@@ -21,14 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from carbonbench.reports.html import render
 
     if args.last is not None and args.last < 1:
         raise InputError(f"--last must be at least 1, got {args.last}")
     rendered = render(args.db, args.output, args.run, args.last)
-    Console(stderr=True).print(
+    make_console(stderr=True).print(
         f"report written: {rendered.path} ({rendered.bytes / 1e6:.1f} MB, "
         f"{rendered.figures} figures, {rendered.seconds:.1f} s)",
         highlight=False,

@@ -15,7 +15,14 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from carbonbench.cli.common import add_carbon_arguments, add_db_argument, carbon_given, number
+from carbonbench.cli.common import (
+    add_carbon_arguments,
+    add_db_argument,
+    carbon_given,
+    make_console,
+    number,
+    print_table,
+)
 from carbonbench.errors import InputError, InternalError
 
 if TYPE_CHECKING:
@@ -78,6 +85,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "suite, filters, label and carbon settings",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="after the run, push its metrics to this Prometheus Pushgateway (prometheus extra)",
+    )
 
 
 class WattsColumn(ProgressColumn):
@@ -175,8 +187,12 @@ def _check_corpus(path: str, suite) -> None:
 def handle(args: argparse.Namespace) -> int:
     from carbonbench.execution.topology import topology_from_env
 
+    if args.pushgateway is not None:
+        from carbonbench.integrations.prometheus import check_gateway
+
+        check_gateway(args.pushgateway)  # refused before the run, not after it
     suite, carbon, options, rounds = _plan(args)
-    console = Console(stderr=args.json)
+    console = make_console(stderr=args.json)
     topology = topology_from_env()
     if options.resume is not None and topology is not None:
         raise InputError("--resume takes single-process runs, not a torchrun job")
@@ -299,6 +315,10 @@ def _print_stored(console: Console, args: argparse.Namespace, run_id: str, carbo
         run = store.run(run_id)
     order = case_order(run.suite_text, run.suite_source)
     code = _print_result(console, args, run_id, run.status, rows, carbon, order)
+    if args.pushgateway is not None:  # a failed push warns; the exit status stays the run's
+        from carbonbench.integrations.prometheus import push_or_warn
+
+        push_or_warn(args.pushgateway, args.db, run_id)
     sweep = run.metadata.sweep
     if sweep is not None and sweep.dropped and not args.json:
         cases = len({r.case_id for r in rows})
@@ -361,6 +381,7 @@ def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
         table.add_column(
             column,
             justify="left" if column in ("arch", "setting", "phase", "method") else "right",
+            no_wrap=column != "method",  # which also holds a failed case's error
         )
     for case in result["cases"]:
         setting = [_setting(case, swept)] if swept else []
@@ -389,7 +410,7 @@ def _print_table(console: Console, result: dict[str, Any], carbon) -> None:
             f"{case['tokens_per_s']:,.0f}" if case["tokens_per_s"] is not None else "-",
             ", ".join(case["methods"]),
         )
-    console.print(table)
+    print_table(console, table)
     console.print(f"carbon intensity {carbon.describe()}", highlight=False)
     console.print(f"run id [bold]{result['run_id']}[/] stored in {result['db']}")
     if swept:

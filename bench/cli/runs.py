@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from carbonbench.cli.common import add_db_argument
+from carbonbench.cli.common import add_db_argument, make_console, print_table
 
 NAME = "runs"
 HELP = "list the runs in the results store"
@@ -18,7 +18,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from carbonbench.results.store import Store
@@ -46,10 +45,8 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     table = Table(title=str(args.db))
     for column in ("ref", "run id", "suite", "label", "status", "started", "rows"):
-        if column == "run id":  # whole: runs started in the same minute differ at the end
-            table.add_column(column, no_wrap=True, min_width=max(len(r["run_id"]) for r in rows))
-        else:
-            table.add_column(column)
+        # whole, labels aside: runs started in the same minute differ at the end of their ids
+        table.add_column(column, no_wrap=column != "label")
     for back, row in enumerate(reversed(rows)):
         ref = "latest" if back == 0 else f"latest~{back}"
         table.add_row(
@@ -61,5 +58,5 @@ def handle(args: argparse.Namespace) -> int:
             row["started_at"],
             str(row["rows"]),
         )
-    Console().print(table)
+    print_table(make_console(), table)
     return 0

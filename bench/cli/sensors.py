@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import asdict
 
-from carbonbench.cli.common import number
+from carbonbench.cli.common import make_console, number, print_table
 from carbonbench.errors import InputError
 
 NAME = "sensors"
@@ -55,19 +55,19 @@ def handle(args: argparse.Namespace) -> int:
         ]
         print(json.dumps({"domains": rows, "window_s": m.duration_s}, indent=2, default=str))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Energy domains (power averaged over {m.duration_s:.1f} s)")
     for column in ("domain", "source", "method", "power", "notes"):
-        table.add_column(column, justify="right" if column == "power" else "left")
+        justify = "right" if column == "power" else "left"
+        table.add_column(column, justify=justify, no_wrap=column != "notes")
     numbered = {str(d): n for n, d in enumerate(dict.fromkeys(map(str, diagnostics)), start=1)}
     for r in reports:
         notes = ([r.basis] if r.basis else []) + [f"[{numbered[str(d)]}]" for d in r.why_not_better]
         power = "-" if r.power_w is None else f"{r.power_w:.1f} W"
         table.add_row(r.domain, r.source or "none", r.method or "-", power, " ".join(notes))
-    console = Console()
-    console.print(table)
+    console = make_console()
+    print_table(console, table)
     for text, n in numbered.items():
         console.print(f"[{n}] {text}", markup=False, highlight=False)
     return 0

@@ -52,3 +52,27 @@ def host() -> dict[str, Any]:
         "versions": versions(),
         "git_commit": git_commit(),
     }
+
+
+def sensors_of(meter: Any) -> dict[str, Any]:
+    """What a meter measures with, without torch: the GPUs (NVML), the driver, every sensor
+    with its domains, methods and constants, and what detection said."""
+    from carbonbench.energy.hardware import Hardware
+
+    sensors = {s.source: s.metadata() for s in meter.sensors}
+    drivers = [m["driver"] for m in sensors.values() if m.get("driver")]
+    return {
+        "gpus": Hardware.here().gpus,
+        "driver": drivers[0] if drivers else None,
+        "sensors": {
+            s.source: {
+                "domains": list(s.domains),
+                "methods": list(s.methods),
+                "components": list(s.components),
+                **sensors[s.source],
+            }
+            for s in meter.sensors
+        },
+        "sensor_constants": {s.source: s.constants() for s in meter.sensors},
+        "diagnostics": [str(d) for d in meter.diagnostics],
+    }

@@ -11,27 +11,13 @@ from typing import Any
 
 import torch
 
-from carbonbench.energy.hardware import Hardware
+from carbonbench.energy.provenance import sensors_of
 
 
 def measured_by(meter: Any) -> dict[str, Any]:
     """From the process that measures: GPUs, driver, CUDA, threads, sensors and constants."""
-    sensors = {s.source: s.metadata() for s in meter.sensors}
-    drivers = [m["driver"] for m in sensors.values() if m.get("driver")]
     return {
-        "gpus": Hardware.here().gpus,
-        "driver": drivers[0] if drivers else None,
+        **sensors_of(meter),
         "cuda": torch.version.cuda,
         "torch_threads": torch.get_num_threads(),
-        "sensors": {
-            s.source: {
-                "domains": list(s.domains),
-                "methods": list(s.methods),
-                "components": list(s.components),
-                **sensors[s.source],
-            }
-            for s in meter.sensors
-        },
-        "sensor_constants": {s.source: s.constants() for s in meter.sensors},
-        "diagnostics": [str(d) for d in meter.diagnostics],
     }

@@ -21,7 +21,8 @@ from carbonbench.energy.hardware import Hardware
 from carbonbench.errors import CarbonbenchError
 
 METADATA_VERSION = 1
-KINDS = ("suite", "block", "command")  # a suite's run, track()'s block, measure's command
+# a suite's run, track()'s block, measure's command, a serving engine under load
+KINDS = ("suite", "block", "command", "serving")
 
 
 class MetadataError(CarbonbenchError):

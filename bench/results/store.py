@@ -60,6 +60,8 @@ class ResultRow:
     threads: int | None = None  # the case's settings (carbonbench.suites.case.KNOBS)
     power_limit_w: int | None = None
     sm_clock_mhz: int | None = None
+    concurrency: int | None = None  # a serving level's (carbonbench serving)
+    rate: float | None = None
     round: int = 0  # the worker process (0..R-1) that measured it: the unit of repetition
     status: str = "ok"  # ok | failed
     error: str | None = None
@@ -228,6 +230,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE results ADD COLUMN threads INTEGER;
     ALTER TABLE results ADD COLUMN power_limit_w INTEGER;
     ALTER TABLE results ADD COLUMN sm_clock_mhz INTEGER
+    """,
+    # 5: a serving level's load (carbonbench serving): requests in flight, or arrivals per s
+    """
+    ALTER TABLE results ADD COLUMN concurrency INTEGER;
+    ALTER TABLE results ADD COLUMN rate REAL
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

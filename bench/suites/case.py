@@ -20,12 +20,16 @@ class Case:
     threads: int | None = None  # torch intra-op threads
     power_limit_w: int | None = None  # GPU power limit (NVML), CUDA devices only
     sm_clock_mhz: int | None = None  # locked GPU SM clock (NVML), CUDA devices only
+    # a serving level (``carbonbench serving``): requests in flight, or Poisson arrivals per s
+    concurrency: int | None = None
+    rate: float | None = None
 
     @property
     def case_id(self) -> str:
         """``arch/size/impl/phase/bB/sS/device/dtype``, then ``/tN``, ``/plWw``, ``/smMmhz``
-        for the settings given: readable, unique within a suite, and unchanged for cases
-        that set none (so runs before settings existed compare with runs after)."""
+        (and a serving level's ``/cN`` or ``/rR``) for the settings given: readable, unique
+        within a suite, and unchanged for cases that set none (so runs before settings existed
+        compare with runs after)."""
         shape = f"b{self.batch}/s{self.seq_len}"
         parts = [self.arch, self.size, self.impl, self.phase, shape, self.device, self.dtype]
         if self.threads is not None:
@@ -34,6 +38,10 @@ class Case:
             parts.append(f"pl{self.power_limit_w}w")
         if self.sm_clock_mhz is not None:
             parts.append(f"sm{self.sm_clock_mhz}mhz")
+        if self.concurrency is not None:
+            parts.append(f"c{self.concurrency}")
+        if self.rate is not None:
+            parts.append(f"r{self.rate:g}")
         return "/".join(parts)
 
     @property
@@ -48,7 +56,18 @@ class Case:
 
 
 CASE_FIELDS = tuple(f.name for f in fields(Case))
-KNOBS = ("batch", "seq_len", "dtype", "impl", "size", "threads", "power_limit_w", "sm_clock_mhz")
+KNOBS = (
+    "batch",
+    "seq_len",
+    "dtype",
+    "impl",
+    "size",
+    "threads",
+    "power_limit_w",
+    "sm_clock_mhz",
+    "concurrency",
+    "rate",
+)
 """The fields of a case that are settings of the same work (a sweep's axes), as opposed to
 what the work is (arch, phase) and where it runs (device): what ``pareto`` compares within a
 group."""

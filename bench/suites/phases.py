@@ -12,6 +12,7 @@ from carbonbench.models import architecture, generating
 PHASES = ("train", "infer", "prefill", "decode", "train-to-target")
 GENERATION_PHASES = ("prefill", "decode")
 SUITE_PHASES = ("train", "infer", "train-to-target", "generate")  # generate: prefill + decode
+SERVE = "serve"  # a serving engine's level of load (carbonbench serving), not a suite's phase
 DTYPE_NAMES = ("float32", "bfloat16")  # torch's names of the dtypes a case may compute in
 
 

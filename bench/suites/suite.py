@@ -33,8 +33,9 @@ budget_s = 1800                # ... or until the run has lasted this long
 idle_baseline_s = 5
 interval_s = 0.1
 case_timeout_s = 600          # checked between steps: the case fails, the suite goes on
-hang_grace_s = 60              # a step still running this long after the timeout: the run
-                               # records the case as hung and exits (status 3)
+hang_grace_s = 60              # a step still running this long after the timeout: its
+                               # worker is killed, the case stored as failed ("hung"), and
+                               # the round goes on in a fresh worker
 new_tokens = 32                # decode: tokens generated per step
 sweep = "halving"              # optional: settings dominated with confidence after a round
                                # (carbonbench.analysis.pareto) get no more rounds
