@@ -273,8 +273,9 @@ def ab_pairs(out: Path) -> list[tuple[list, list]]:
 
 
 def caught_by_rule(s: float, pairs: int, cases: int = 2, threshold: float = 0.05) -> float:
-    """The change the README's rule says the default looks catch in about 90% of comparisons
-    by ``pairs`` pairs at per-pair noise ``s``: (1 + t) exp((q + 1.3) s / sqrt(n))."""
+    """The change the gate's rule (docs/explanation/gate.md) says the default looks catch in
+    about 90% of comparisons by ``pairs`` pairs at per-pair noise ``s``:
+    (1 + t) exp((q + 1.3) s / sqrt(n))."""
     from scipy import stats
 
     from carbonbench.analysis.ab import AbPlan
@@ -287,7 +288,7 @@ def caught_by_rule(s: float, pairs: int, cases: int = 2, threshold: float = 0.05
 
 def pair_noise(pairs: list[tuple[list, list]]) -> list[float]:
     """Per A/A comparison and case: the standard deviation of the log-ratios of time per
-    token (the s of the README's pairs rule)."""
+    token (the s of the gate's pairs rule, docs/explanation/gate.md)."""
     spreads = []
     for base, head in pairs:
         cases = set().union(*(set(v) for v, _ in base))
@@ -396,7 +397,8 @@ def summary(out: Path) -> str:
     if noise:
         s = float(np.median(noise))
         lines.append(
-            f"- at the median s, the README's rule says the default looks catch about "
+            "- at the median s, the gate's rule (docs/explanation/gate.md) says the default "
+            "looks catch about "
             f"+{(caught_by_rule(s, 10) - 1) * 100:.0f}% by 10 pairs and "
             f"+{(caught_by_rule(s, 16) - 1) * 100:.0f}% by 16, in 90% of comparisons"
         )
