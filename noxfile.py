@@ -21,7 +21,7 @@ def tests(session: nox.Session) -> None:
     """The test suite (no GPU and no RAPL needed: hardware is faked at its interface), with
     the hf extra so that the Hugging Face architectures are tested too, and the serving extra
     so that `carbonbench serving` is tested against a real `transformers serve`."""
-    _install(session, "[dev,hf,serving,prometheus]")
+    _install(session, "[dev,hf,serving,prometheus,mlflow,lightning]")
     session.run("pytest", *session.posargs)
 
 

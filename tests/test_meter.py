@@ -77,6 +77,23 @@ def test_windows_nest_and_overlap() -> None:
     assert inner.samples > 0 and outer.samples > 0
 
 
+def test_peek_reads_a_window_so_far_and_leaves_it_open() -> None:
+    with EnergyMeter([ConstantPower({"a": 10.0, "b": 1.0})], 0.01) as meter:
+        m = meter.begin_window("run")
+        time.sleep(0.05)
+        first = meter.peek("run")
+        time.sleep(0.05)
+        second = meter.peek("run")
+        meter.end_window("run")
+        with pytest.raises(ValueError, match="no open window named 'run'"):
+            meter.peek("run")
+    assert not first.complete and first.started_at == m.started_at
+    assert first.energy_j["a"] == pytest.approx(10 * first.duration_s)
+    assert 0 < first.total_energy_j < second.total_energy_j < m.total_energy_j
+    assert first.method == {"a": "counter", "b": "counter"}
+    assert m.complete and m.samples > 0  # peeking left the window's own figures alone
+
+
 def test_window_misuse_is_a_clear_error() -> None:
     with EnergyMeter([ConstantPower({"a": 1.0, "b": 1.0})], 0.1) as meter:
         meter.begin_window("x")

@@ -33,6 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="push the run's metrics to this Prometheus Pushgateway (the prometheus extra)",
     )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="log the figures to the active MLflow run (MLFLOW_RUN_ID), or a new one named "
+        "after the label, at MLFLOW_TRACKING_URI (the mlflow extra)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
 
@@ -51,6 +57,10 @@ def handle(args: argparse.Namespace) -> int:
         from carbonbench.integrations.prometheus import check_gateway
 
         check_gateway(args.pushgateway)  # refused before the command runs, not after
+    if args.mlflow:
+        from carbonbench.integrations.mlflow import require_mlflow
+
+        require_mlflow()
     carbon = resolve(
         intensity=args.carbon_intensity, country=args.country, cloud=args.cloud, pue=args.pue
     )
@@ -93,4 +103,12 @@ def handle(args: argparse.Namespace) -> int:
             from carbonbench.integrations.prometheus import push_or_warn
 
             push_or_warn(args.pushgateway, args.db, tracker.run_id)
+    if args.mlflow:
+        from carbonbench.integrations.mlflow import MlflowLogError, log_tracker
+
+        try:
+            console.print(f"MLflow run {log_tracker(tracker)}", highlight=False)
+        except MlflowLogError as error:  # the exit status stays the command's
+            warning = f"carbonbench: warning: {error}; it is stored in {args.db}"
+            console.print(warning, highlight=False, markup=False)
     return status

@@ -256,6 +256,31 @@ class EnergyMeter:
         m.complete = True
         return m
 
+    def peek(self, name: str) -> Measurement:
+        """Window ``name`` so far, left open: energy per domain and duration up to now, read at
+        this edge as ``end_window`` would (no timeline: that stays with the window). For
+        running totals, such as a training loop's logs; ``complete`` is False."""
+        _synchronize()
+        with self._lock:
+            self._check_open()
+            window = self._open.get(name)
+            if window is None:
+                raise ValueError(f"no open window named {name!r}")
+            now = time.perf_counter()
+            energy, _ = self._read_locked(now)
+        return Measurement(
+            name,
+            started_at=window.measurement.started_at,
+            duration_s=now - window.start,
+            energy_j={
+                d: end - start
+                for d, start, end in zip(self.domains, window.energy, energy, strict=True)
+            },
+            method=dict(self.methods),
+            additive=dict(self.additive),
+            idle_w=dict(self.idle_w) if self.idle_w is not None else None,
+        )
+
     @contextmanager
     def window(self, name: str) -> Iterator[Measurement]:
         measurement = self.begin_window(name)

@@ -46,9 +46,16 @@ class Tracker(ContextDecorator):
         interval_s: float = 0.1,
         kind: str = "block",
         details: dict[str, Any] | None = None,
+        mlflow: bool = False,
     ) -> None:
         """``db`` None: measure without storing. ``work``: units of work done inside (tokens,
-        samples, ...), for energy per unit."""
+        samples, ...), for energy per unit. ``mlflow``: log the figures to the active MLflow
+        run, or a new one named ``label`` (the mlflow extra; carbonbench.integrations.mlflow)."""
+        if mlflow:
+            from carbonbench.integrations.mlflow import require_mlflow
+
+            require_mlflow()  # refused before the work, not after it
+        self.mlflow = mlflow
         self.label, self.db, self.work, self.unit = label, db, work, unit
         self.carbon = carbon
         self.interval_s, self.kind, self.details = interval_s, kind, details or {}
@@ -71,6 +78,10 @@ class Tracker(ContextDecorator):
                 self.details.setdefault("error", f"{type(error).__name__}: {error}")
             if self.db is not None:
                 self._store(self.details.get("error"))
+            if self.mlflow:
+                from carbonbench.integrations.mlflow import log_tracker
+
+                log_tracker(self)
         finally:
             self._meter.close()
             self._meter = None
@@ -181,3 +192,27 @@ def run_command(
         if exit_status != 0:
             details["error"] = f"{line} exited with status {exit_status}"
     return exit_status, tracker
+
+
+def store_measurement(
+    label: str,
+    meter: EnergyMeter,
+    measurement: Measurement,
+    *,
+    error: str | None = None,
+    **options: Any,
+) -> Tracker:
+    """Store a measurement taken elsewhere (a trainer's callback opens and ends its own window)
+    exactly as ``track()`` stores a block's: one run, one row. ``options`` as for ``Tracker``;
+    the returned tracker has the ``run_id`` and ``row``."""
+    tracker = Tracker(label, **options)
+    tracker.carbon = tracker.carbon or resolve()
+    tracker.measurement, tracker._meter = measurement, meter
+    if error is not None:
+        tracker.details.setdefault("error", error)
+    try:
+        if tracker.db is not None:
+            tracker._store(tracker.details.get("error"))
+    finally:
+        tracker._meter = None  # the caller's meter: closing it is the caller's
+    return tracker

@@ -21,8 +21,9 @@ from carbonbench.energy.hardware import Hardware
 from carbonbench.errors import CarbonbenchError
 
 METADATA_VERSION = 1
-# a suite's run, track()'s block, measure's command, a serving engine under load
-KINDS = ("suite", "block", "command", "serving")
+# a suite's run, track()'s block, measure's command, a serving engine under load, a trainer's
+# training (the transformers and Lightning callbacks)
+KINDS = ("suite", "block", "command", "serving", "training")
 
 
 class MetadataError(CarbonbenchError):
