@@ -28,14 +28,14 @@ except ImportError:  # the older distribution, alone
             "carbonbench's Lightning callback needs lightning: pip install 'carbonbench[lightning]'"
         ) from None
 
-from carbonbench.energy.carbon import CarbonSettings, resolve
+from carbonbench.energy.carbon import CarbonSettings
 from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.integrations import training
 
 log = logging.getLogger(__name__)
 
 
-class EnergyCallback(pl.Callback):
+class EnergyCallback(training.MeterOwner, pl.Callback):
     """Measures the training it is attached to, and each validation, on the local rank 0 of
     each host only (``trainer.local_rank == 0``): that process measures the host's domains
     (CPU, DRAM, every GPU it can see) once; the other processes do nothing. Its figures are
@@ -157,24 +157,10 @@ class EnergyCallback(pl.Callback):
         if not self._training:  # trainer.validate(): its own meter
             self._close()
 
-    # -- the meter ------------------------------------------------------------------------
-
-    @property
-    def _carbon(self) -> CarbonSettings:
-        assert self.carbon is not None
-        return self.carbon
-
-    def _start(self) -> EnergyMeter:
-        self.carbon = self.carbon or resolve()
-        if self._meter is None:
-            self._meter = training.open_meter(self.interval_s, announce=not self._announced)
-            self._announced = True
-        return self._meter
+    # -- the meter (training.MeterOwner) --------------------------------------------------
 
     def _close(self) -> None:
-        if self._meter is not None:
-            self._meter.close()
-            self._meter = None
+        self._close_meter()
         self._val = None
 
     def _host_tokens(self, trainer: pl.Trainer) -> float | None:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from carbonbench.energy.carbon import CarbonSettings
+from carbonbench.energy.carbon import CarbonSettings, resolve
 from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.execution.topology import topology_from_env
 from carbonbench.integrations.tracking import Tracker, store_measurement
@@ -59,6 +59,35 @@ def host_share() -> float:
     process zero measures, when every process takes batches of one size."""
     topology = topology_from_env()
     return 1.0 if topology is None else topology.local_world_size / topology.world_size
+
+
+class MeterOwner:
+    """The meter a trainer callback measures with: opened when the work it measures begins
+    (its sensors announced once per callback, the carbon settings resolved then), closed when
+    that work ends. The callback sets ``carbon``, ``interval_s``, ``_meter = None`` and
+    ``_announced = False`` in its ``__init__``."""
+
+    carbon: CarbonSettings | None
+    interval_s: float
+    _meter: EnergyMeter | None
+    _announced: bool
+
+    @property
+    def _carbon(self) -> CarbonSettings:
+        assert self.carbon is not None
+        return self.carbon
+
+    def _start(self) -> EnergyMeter:
+        self.carbon = self.carbon or resolve()
+        if self._meter is None:
+            self._meter = open_meter(self.interval_s, announce=not self._announced)
+            self._announced = True
+        return self._meter
+
+    def _close_meter(self) -> None:
+        if self._meter is not None:
+            self._meter.close()
+            self._meter = None
 
 
 def open_meter(interval_s: float, announce: bool) -> EnergyMeter:

@@ -21,7 +21,7 @@ import transformers
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 
-from carbonbench.energy.carbon import CarbonSettings, resolve
+from carbonbench.energy.carbon import CarbonSettings
 from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.errors import InputError
 from carbonbench.integrations import training
@@ -29,7 +29,7 @@ from carbonbench.integrations import training
 log = logging.getLogger(__name__)
 
 
-class EnergyCallback(TrainerCallback):
+class EnergyCallback(training.MeterOwner, TrainerCallback):
     """Measures the training it is attached to, and each evaluation, on the local process zero
     of each host only (``state.is_local_process_zero``): that process measures the host's
     domains (CPU, DRAM, every GPU it can see) once; the other processes do nothing.
@@ -223,24 +223,10 @@ class EnergyCallback(TrainerCallback):
             )
         return training.figures(m, self._carbon, prefix=f"{prefix}_energy/")
 
-    # -- the meter ------------------------------------------------------------------------
-
-    @property
-    def _carbon(self) -> CarbonSettings:
-        assert self.carbon is not None
-        return self.carbon
-
-    def _start(self) -> EnergyMeter:
-        self.carbon = self.carbon or resolve()
-        if self._meter is None:
-            self._meter = training.open_meter(self.interval_s, announce=not self._announced)
-            self._announced = True
-        return self._meter
+    # -- the meter (training.MeterOwner) --------------------------------------------------
 
     def _close(self) -> None:
-        if self._meter is not None:
-            self._meter.close()
-            self._meter = None
+        self._close_meter()
         self._eval = None
 
     def _tokens(self, state: TrainerState) -> float | None:
