@@ -24,7 +24,6 @@ import logging
 import random
 import socket
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,7 +180,10 @@ class ServingRun:
         self.on_level = on_level or (lambda done: None)
         self.logs = logs or self.db.parent / "logs" / self.run_id
         self.server: ServerProcess | None = None
-        self.stop = StopRequest()
+        # a Ctrl-C or SIGTERM aborts the level in flight (its requests are cut), the load
+        # sees it at once; a second one stops at once
+        self.aborted = threading.Event()
+        self.stop = StopRequest(on_first=lambda name: self.aborted.set())
 
     @property
     def endpoint(self) -> Endpoint:
@@ -352,15 +354,12 @@ class ServingRun:
                     windows[STEADY] = meter.end_window(STEADY)
                     open_windows.discard(STEADY)
 
-        stop = threading.Event()
         hooks = Hooks(
             on_steady_start=begin,
             on_steady_end=end,
-            stop=stop,
+            stop=self.aborted,
             alive=self.server.alive if self.server is not None else (lambda: True),
         )
-        watcher = threading.Thread(target=self._watch_stop, args=(stop,), daemon=True)
-        watcher.start()
         log.info("round %d, %s: %d requests", round, level, o.requests)
         meter.begin_window(LEVEL)
         try:
@@ -372,15 +371,7 @@ class ServingRun:
         finally:
             whole = meter.end_window(LEVEL)
             end()  # a load that ended without closing it (an error)
-            stop.set()
         return self._row(recorder, case, round, trace, whole, windows.get(STEADY))
-
-    def _watch_stop(self, stop: threading.Event) -> None:
-        """A Ctrl-C or SIGTERM aborts the level in flight (its requests are cut)."""
-        while not stop.is_set():
-            if self.stop.requested:
-                stop.set()
-            time.sleep(0.1)
 
     def _row(
         self,
