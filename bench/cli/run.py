@@ -347,18 +347,9 @@ def _print_result(
 
 def _setting(case: dict[str, Any], swept: list[str]) -> str:
     """A case's values of the swept settings, short: ``b8 t2 bfloat16 pl300w``."""
-    short = {
-        "batch": "b",
-        "seq_len": "s",
-        "threads": "t",
-        "power_limit_w": "pl",
-        "sm_clock_mhz": "sm",
-    }
-    unit = {"power_limit_w": "w", "sm_clock_mhz": "mhz"}
-    return " ".join(
-        f"{short.get(k, '')}{case[k]}{unit.get(k, '')}" if case[k] is not None else f"{k}=-"
-        for k in swept
-    )
+    from carbonbench.suites.case import tag
+
+    return " ".join(tag(k, case[k]) if case[k] is not None else f"{k}=-" for k in swept)
 
 
 def _print_table(console: Console, result: dict[str, Any], carbon) -> None:

@@ -30,18 +30,12 @@ class Case:
         (and a serving level's ``/cN`` or ``/rR``) for the settings given: readable, unique
         within a suite, and unchanged for cases that set none (so runs before settings existed
         compare with runs after)."""
-        shape = f"b{self.batch}/s{self.seq_len}"
+        shape = f"{tag('batch', self.batch)}/{tag('seq_len', self.seq_len)}"
         parts = [self.arch, self.size, self.impl, self.phase, shape, self.device, self.dtype]
-        if self.threads is not None:
-            parts.append(f"t{self.threads}")
-        if self.power_limit_w is not None:
-            parts.append(f"pl{self.power_limit_w}w")
-        if self.sm_clock_mhz is not None:
-            parts.append(f"sm{self.sm_clock_mhz}mhz")
-        if self.concurrency is not None:
-            parts.append(f"c{self.concurrency}")
-        if self.rate is not None:
-            parts.append(f"r{self.rate:g}")
+        for knob in ("threads", "power_limit_w", "sm_clock_mhz", "concurrency", "rate"):
+            value = getattr(self, knob)
+            if value is not None:
+                parts.append(tag(knob, value))
         return "/".join(parts)
 
     @property
@@ -53,6 +47,25 @@ class Case:
     def of(cls, record: object) -> Case:
         """The case of anything that carries its fields (a result row, a summary)."""
         return cls(**{f.name: getattr(record, f.name) for f in fields(cls)})
+
+
+_TAGS = {
+    "batch": ("b", ""),
+    "seq_len": ("s", ""),
+    "threads": ("t", ""),
+    "power_limit_w": ("pl", "w"),
+    "sm_clock_mhz": ("sm", "mhz"),
+    "concurrency": ("c", ""),
+    "rate": ("r", ""),
+}
+
+
+def tag(knob: str, value: object) -> str:
+    """A setting as case ids and tables write it: ``b8``, ``t2``, ``pl300w``, ``sm1410mhz``,
+    ``c4``, ``r2.5``; a setting named by its value (dtype, impl, size) as that value."""
+    prefix, unit = _TAGS.get(knob, ("", ""))
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{prefix}{text}{unit}"
 
 
 CASE_FIELDS = tuple(f.name for f in fields(Case))
