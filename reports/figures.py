@@ -186,6 +186,19 @@ def metric_axis(metric: str) -> tuple[float, str]:
     return METRIC_AXES.get(metric, (1.0, metric))
 
 
+def _error_bars(intervals: list, scale: float) -> dict:
+    """Plotly's asymmetric error bars from each median to its interval's ends."""
+    medians = np.array([scale * i.median for i in intervals])
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": np.array([scale * i.high for i in intervals]) - medians,
+        "arrayminus": medians - np.array([scale * i.low for i in intervals]),
+        "thickness": 1,
+        "width": 3,
+    }
+
+
 def pareto_front(group: Group, x: str, y: str) -> go.Figure:
     """Each setting's median y against its median x, the 95% intervals as error bars, coloured
     by status; the front joined by a line, the recommended setting starred and the default
@@ -217,22 +230,8 @@ def pareto_front(group: Group, x: str, y: str) -> go.Figure:
             textposition="top center",
             textfont={"size": 10},
             marker={"size": 9, "color": STATUS_COLOURS[status]},
-            error_x={
-                "type": "data",
-                "symmetric": False,
-                "array": np.array([x_scale * s.x.high for s in part]) - mx,
-                "arrayminus": mx - np.array([x_scale * s.x.low for s in part]),
-                "thickness": 1,
-                "width": 3,
-            },
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": np.array([y_scale * s.y.high for s in part]) - my,
-                "arrayminus": my - np.array([y_scale * s.y.low for s in part]),
-                "thickness": 1,
-                "width": 3,
-            },
+            error_x=_error_bars([s.x for s in part], x_scale),
+            error_y=_error_bars([s.y for s in part], y_scale),
             hovertemplate="%{text}<br>%{x:.4g} "
             + x_title
             + "<br>%{y:.4g} "
