@@ -15,10 +15,13 @@ Runs: ``two-train`` (one round of two tiny training cases, two 0.5 s windows eac
 baseline), once into a fresh store (``cold``: FLOPs counted) and once into a store that has
 run it before (``warm``: FLOP counts from the store); ``smoke`` (one round of the smoke
 suite, three into one store: the first counts FLOPs, the median run reuses them, as a nightly
-does). Then, with ``--ab N``, the wall time of N ``carbonbench ab`` A/A comparisons of the
-gate calibration's two cases (benchmarks/gate_calibration.toml), with their pairs.
+does); with ``--smoke-suite N``, N whole smoke runs (its 5 rounds, each into a fresh store,
+as ``nox -s smoke`` runs it). Then, with ``--ab N``, the wall time of N ``carbonbench ab``
+A/A comparisons of the gate calibration's two cases (benchmarks/gate_calibration.toml), with
+their pairs.
 
-    python benchmarks/run_overhead.py [--runs 3] [--ab 1] [--skip-smoke] [--json FILE]
+    python benchmarks/run_overhead.py [--runs 3] [--ab 1] [--skip-smoke] [--smoke-suite N]
+                                      [--json FILE]
 """
 
 from __future__ import annotations
@@ -66,9 +69,11 @@ case_timeout_s = 60
 """
 
 
-def one_run(suite: str, db: Path) -> dict[str, float]:
-    """One ``carbonbench run`` of ``suite`` (one round) into ``db``, taken apart."""
-    argv = [*CARBONBENCH, "run", "--suite", suite, "--rounds", "1", "--db", str(db), "--json"]
+def one_run(suite: str, db: Path, rounds: int | None = 1) -> dict[str, float]:
+    """One ``carbonbench run`` of ``suite`` (``rounds``; None: the suite's) into ``db``,
+    taken apart."""
+    argv = [*CARBONBENCH, "run", "--suite", suite, "--db", str(db), "--json"]
+    argv += ["--rounds", str(rounds)] if rounds is not None else []
     started = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -94,8 +99,8 @@ def one_run(suite: str, db: Path) -> dict[str, float]:
     }
 
 
-def median_run(name: str, suite: str, runs: int, db_for) -> dict[str, float]:
-    parts = [one_run(suite, db_for(i)) for i in range(runs)]
+def median_run(name: str, suite: str, runs: int, db_for, rounds=1) -> dict[str, float]:
+    parts = [one_run(suite, db_for(i), rounds) for i in range(runs)]
     out = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
     out["rest_range"] = [min(p["rest_s"] for p in parts), max(p["rest_s"] for p in parts)]
     print(f"{name}: " + ", ".join(f"{p['wall_s']:.1f} s" for p in parts), file=sys.stderr)
@@ -126,6 +131,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each kind (median)")
     parser.add_argument("--ab", type=int, default=1, help="ab A/A comparisons to time")
     parser.add_argument("--skip-smoke", action="store_true")
+    parser.add_argument(
+        "--smoke-suite", type=int, default=0, help="also time N whole smoke runs (5 rounds)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     figures: dict[str, object] = {}
@@ -145,8 +153,16 @@ def main() -> None:
             figures["smoke round"] = median_run(
                 "smoke round", "smoke", args.runs, lambda i: folder / "smoke.sqlite"
             )
+        if args.smoke_suite:  # as `nox -s smoke` runs it: a fresh store, FLOPs counted
+            figures["smoke suite, 5 rounds"] = median_run(
+                "smoke suite",
+                "smoke",
+                args.smoke_suite,
+                lambda i: folder / f"smoke-suite-{i}.sqlite",
+                rounds=None,
+            )
         comparisons = ab_comparisons(args.ab, folder) if args.ab else []
-    table = Table(title=f"one-round runs: median of {args.runs} (seconds)")
+    table = Table(title=f"runs (one round unless named): median of {args.runs} (seconds)")
     for column in ("run", "wall", "windows", "warm-up", "idle", "rest", "rest range", "short"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for name, f in figures.items():

@@ -1,8 +1,9 @@
 """What measuring in supervised worker processes costs, against one process doing it all.
 
 For the smoke suite (or the cases ``--arch``/``--phase`` select), prints:
-  worker start s        a worker with nothing to measure: process start, imports (torch),
-                        sensor detection, reporting ready (median of --starts tries)
+  worker start s        a worker with nothing to measure: process start, imports (torch and
+                        what the cases' workloads import), sensor detection, reporting ready
+                        (median of --starts tries)
   in-process s          one round of the cases in this process (carbonbench.execution.runner.Runner)
   supervised s          one round through the supervisor: one worker, the same cases
   overhead s / round    supervised - in-process: what each round adds
@@ -56,10 +57,10 @@ def worker_start(tmp: Path, suite, carbon) -> float:
         idle_w={},
         supervisor_pid=os.getpid(),
     )
-    path = tmp / "job.json"
-    job.write(path)
+    phases = ",".join(sorted({case.phase for case in suite.cases}))
     started = time.perf_counter()
-    subprocess.run([*WORKER, str(path)], check=True, capture_output=True)
+    argv = [*WORKER, "--phases", phases]
+    subprocess.run(argv, input=job.to_line(), text=True, check=True, capture_output=True)
     return time.perf_counter() - started
 
 

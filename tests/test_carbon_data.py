@@ -22,6 +22,21 @@ def test_intensity_from_each_source() -> None:
     assert world.g_per_kwh == 475.0 and "world average" in world.source
 
 
+def test_the_tables_read_directly_are_those_codecarbon_loads() -> None:
+    """World and country figures read codecarbon's JSON files without its DataSource (which
+    loads every table, with pandas): they must be the very tables it loads."""
+    from codecarbon.input import DataSource
+
+    from carbonbench.energy.carbon import _codecarbon_table
+
+    source = DataSource()
+    assert _codecarbon_table("global_energy_mix.json") == source.get_global_energy_mix_data()
+    assert (
+        _codecarbon_table("carbon_intensity_per_source.json")
+        == source.get_carbon_intensity_per_source_data()
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

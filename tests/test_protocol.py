@@ -29,6 +29,8 @@ from tests.helpers import fast_suite
 
 CHANGE = Change("cuda:0", 1, "GPU-ab", "NVIDIA H100", "power_limit_w", "mW", 700_000, 300_000)
 EXAMPLES = {
+    "starting": protocol.Starting(workers=5),
+    "loaded": protocol.Loaded(pid=42, seconds=2.7),
     "idle": protocol.Idle(2.0),
     "ready": protocol.Ready(pid=7, metadata={"gpus": []}, idle_w={"cpu:package-0": 3.5}),
     "round": protocol.Round(round=2, index=1, rounds=3, scheduled=12),
@@ -71,14 +73,16 @@ def test_a_line_of_another_protocol_is_refused(line) -> None:
         decode(line)
 
 
-def test_the_job_round_trips_and_names_its_protocol(tmp_path) -> None:
+def test_the_job_round_trips_as_one_line_and_names_its_protocol() -> None:
     job = Job("db.sqlite", "run", 1, ["a", "b"], "[suite]", "s.toml", {}, {}, ["cpu"])
-    job.write(tmp_path / "job.json")
-    assert Job.read(tmp_path / "job.json") == job
+    line = job.to_line()
+    assert line.endswith("\n") and line.count("\n") == 1  # one line on the worker's input
+    assert Job.from_line(line) == job
     stale = dataclasses.asdict(job) | {"v": PROTOCOL - 1}
-    (tmp_path / "old.json").write_text(json.dumps(stale))
     with pytest.raises(ProtocolError, match="protocol"):
-        Job.read(tmp_path / "old.json")
+        Job.from_line(json.dumps(stale))
+    with pytest.raises(ProtocolError, match="not a job"):
+        Job.from_line("{half")
 
 
 SCHEMA = json.loads(resources.files("carbonbench.cli").joinpath("run.schema.json").read_text())

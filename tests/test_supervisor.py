@@ -14,12 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from carbonbench.analysis.summary import summarise
 from carbonbench.cli import main
 from carbonbench.energy.carbon import resolve
-from carbonbench.execution.protocol import Ready, Replaced
+from carbonbench.execution.pool import WorkerPool
+from carbonbench.execution.protocol import Ready, Replaced, Starting
 from carbonbench.execution.runner import RunOptions, new_run_id
 from carbonbench.execution.supervisor import Supervisor, plan_rounds
 from carbonbench.results.metrics import round_metrics
@@ -59,19 +61,23 @@ def _dying(monkeypatch, tmp_path, die_on: str, where: str = "start") -> list[str
     return DYING
 
 
-@pytest.mark.parametrize("where", ["start", "idle"])
+@pytest.mark.parametrize("where", ["load", "start", "idle"])
 def test_a_worker_dead_before_measuring_is_replaced_and_costs_nothing(
     tmp_path, monkeypatch, where
 ) -> None:
-    """Round 3 of 3, after two good rounds: its first worker is SIGKILLed at start-up (or in
-    the idle baseline, which only the first worker of a run measures: so there, round 1)."""
+    """Round 3 of 3, after two good rounds: its first worker is SIGKILLed as its job arrives
+    (or in the idle baseline, which only the first worker of a run measures: so there, round
+    1). Or one of the workers started ahead of their rounds dies while loading: whichever
+    round it was to serve takes a fresh one."""
     die_on = "2" if where == "start" else "0"
     suite = fast_suite(archs=("gpt", "rnn"), rounds=3)
     worker = _dying(monkeypatch, tmp_path, die_on, where)
     status, run, rows, events = supervise(suite, tmp_path, worker=worker)
     assert status == "ok" and run.status == "ok"
     (replaced,) = [e for e in events if isinstance(e, Replaced)]
-    assert replaced.round == int(die_on) and "killed by SIGKILL" in replaced.cause
+    assert "killed by SIGKILL" in replaced.cause
+    if where != "load":
+        assert replaced.round == int(die_on)
     for case in suite.cases:  # every case measured in every round
         assert {(r.round, r.status) for r in rows if r.case_id == case.case_id} == {
             (n, "ok") for n in range(3)
@@ -285,3 +291,61 @@ def test_rounds_option_and_json(tmp_path, capsys) -> None:
     assert case["rounds"] == 2 and case["windows"] == 4 and case["j_per_token_ci"] is not None
     assert main(["run", "--suite", str(suite_file), "--db", db, "--rounds", "0"]) == 2
     assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+TIMED = [sys.executable, "-m", "tests.examples.timed_worker"]
+
+
+def test_workers_load_ahead_of_their_rounds_and_never_while_another_measures(
+    tmp_path, monkeypatch
+) -> None:
+    """The workers of a run's rounds start together and import side by side, before the first
+    round measures; no worker is loading while another measures its round, and each round is
+    still its own fresh process."""
+    times = tmp_path / "times"
+    monkeypatch.setenv("CARBONBENCH_TEST_TIMES", str(times))
+    monkeypatch.chdir(REPO)
+    suite = fast_suite(archs=("gpt", "rnn"), phases=("train", "infer"), rounds=3)
+    status, run, rows, events = supervise(suite, tmp_path, worker=TIMED)
+    assert status == "ok" and {r.round for r in rows} == {0, 1, 2}
+    assert [e.workers for e in events if isinstance(e, Starting)] == [3]  # together, once
+    spans: dict[str, dict[int, tuple[float, float]]] = {"load": {}, "job": {}}
+    for line in times.read_text().splitlines():
+        pid, kind, begun, ended = line.split()
+        spans[kind][int(pid)] = (float(begun), float(ended))
+    assert len(spans["load"]) == 3 and set(spans["job"]) == set(spans["load"])
+    assert {e.pid for e in events if isinstance(e, Ready)} == set(spans["job"])
+    for pid, (load_begun, load_ended) in spans["load"].items():
+        for other, (job_begun, job_ended) in spans["job"].items():
+            assert load_ended <= job_begun or load_begun >= job_ended, (pid, other)
+    first_job = min(begun for begun, _ in spans["job"].values())
+    assert max(begun for begun, _ in spans["load"].values()) < first_job  # all started ahead
+    assert run.metadata.sampler.workers == 3
+
+
+def test_workers_started_ahead_and_not_needed_are_ended(tmp_path, monkeypatch) -> None:
+    """A run that stops early (here: an internal error in its first round) leaves no worker
+    behind, loaded or not."""
+    _dying(monkeypatch, tmp_path, "")
+    monkeypatch.setenv("CARBONBENCH_TEST_BUG", "1")
+    suite = fast_suite(archs=("rnn",), rounds=3)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    status, _, _, events = supervise(suite, tmp_path, worker=DYING)
+    assert status == "failed" and events[-1].internal
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_how_many_workers_start_ahead_is_bounded_by_rounds_and_memory(monkeypatch) -> None:
+    from carbonbench.execution import pool
+
+    class Memory:
+        available = 64 * pool.WORKER_BYTES
+
+    monkeypatch.setattr(pool.psutil, "virtual_memory", lambda: Memory)
+    assert WorkerPool.ahead(3) == 3
+    assert WorkerPool.ahead(50) == pool.MOST_AHEAD
+    Memory.available = 8 * pool.WORKER_BYTES  # a quarter of it: room for 2
+    assert WorkerPool.ahead(5) == 2
+    Memory.available = 0
+    assert WorkerPool.ahead(5) == 1  # one worker at a time, as without a pool

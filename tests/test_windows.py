@@ -12,12 +12,12 @@ import math
 
 import pytest
 
-from carbonbench.execution.runner import WINDOW_HEADROOM, CaseRunner
+from carbonbench.execution.runner import WINDOW_AIM, CaseRunner, _top_up
 from tests.examples.slow_start import FIRST_S, STEP_S
 from tests.helpers import fast_suite, run
 
 MIN_WINDOW_S = 0.2
-MOST_STEPS = math.ceil(WINDOW_HEADROOM * MIN_WINDOW_S / STEP_S) + 1  # steps last >= STEP_S
+MOST_STEPS = math.ceil(MIN_WINDOW_S / STEP_S) + 1  # steps last >= STEP_S: the floor, + 1
 LONGEST_S = 1.5  # a sanity bound for a busy machine; MOST_STEPS is the exact one
 
 
@@ -99,13 +99,22 @@ def test_a_short_window_is_extended_then_the_next_resized(tmp_path, spied):
 
 def test_windows_are_sized_from_steady_steps(tmp_path, spied):
     """Three warm-up steps: the first window is sized from the fastest, a steady one (about
-    0.2 s / 0.01 s steps, with headroom, on a quiet machine) and needs few extra steps if
-    any; a mean over the warm-up ((0.5 + 2 x 0.01) / 3 s a step) would size it at 2."""
+    0.8 x 0.2 s / 0.01 s steps on a quiet machine) and is topped up by a few steps; a mean
+    over the warm-up ((0.5 + 2 x 0.01) / 3 s a step) would size it at 2."""
     rows, _ = measured(tmp_path, warmup_steps=3)
     (step_s,) = spied["warmup_step_s"]
     assert step_s < FIRST_S / 5  # a steady step, not the first
     sized, taken = spied["windows"][0]
-    assert sized == math.ceil(WINDOW_HEADROOM * MIN_WINDOW_S / step_s)
+    assert sized == math.ceil(WINDOW_AIM * MIN_WINDOW_S / step_s)
     assert 3 <= sized <= MOST_STEPS
     assert taken <= 1.5 * sized + 1  # the sized steps make most of the window
     assert rows[0].steps == taken
+
+
+def test_a_top_up_is_sized_from_the_window_own_rate():
+    assert _top_up(0.5, 0.5, 10) == 0  # lasted the floor: done
+    assert _top_up(0.5, 0.6, 10) == 0
+    assert _top_up(0.5, 0.44, 11) == 2  # 0.06 s short at 0.04 s a step
+    assert _top_up(0.5, 0.25, 10) == 10  # half way at 10 steps: 10 more
+    assert _top_up(0.5, 0.1, 3) == 12  # ceil(0.4 / (0.1 / 3))
+    assert _top_up(0.5, 0.0, 0) == 1  # no rate yet: one step

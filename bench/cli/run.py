@@ -235,6 +235,7 @@ def _supervised(args, console, suite, carbon, options, rounds) -> int:
         Replaced,
         Round,
         RowStored,
+        Starting,
         Stopping,
     )
     from carbonbench.execution.supervisor import Supervisor
@@ -257,6 +258,8 @@ def _supervised(args, console, suite, carbon, options, rounds) -> int:
         if isinstance(event, Round):
             where.update(round=where["round"] + 1, rounds=max(where["rounds"], event.rounds))
             progress.update(task, total=event.scheduled)
+        elif isinstance(event, Starting):
+            progress.update(task, description=f"starting {event.workers} worker(s)")
         elif isinstance(event, Idle):
             progress.update(task, description=f"idle baseline {event.seconds:g} s")
         elif isinstance(event, CaseStarted):

@@ -62,6 +62,11 @@ class Solo:
         """Steps per window, the same for every process."""
         return steps
 
+    def agree_most(self, steps: int) -> int:
+        """The largest of every process's ``steps`` (a window's extra steps, each rank asking
+        for what its own clock needs)."""
+        return steps
+
     def agree_flag(self, flag: bool) -> bool:
         """A decision every process takes together (stop, fail): True if any says so."""
         return flag

@@ -97,10 +97,13 @@ class DdpCoordinator(Solo):
         dist.broadcast(agreed, src=0)
         return int(agreed.item())
 
-    def agree_flag(self, flag: bool) -> bool:
-        value = torch.tensor([int(flag)], device=self._collective)
+    def agree_most(self, steps: int) -> int:
+        value = torch.tensor([steps], device=self._collective)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+        return int(value.item())
+
+    def agree_flag(self, flag: bool) -> bool:
+        return bool(self.agree_most(int(flag)))
 
     def check_every_step(self) -> bool:
         return False  # only between windows, where every rank is, and together

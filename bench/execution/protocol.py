@@ -1,7 +1,9 @@
 """What the supervisor and its workers say to each other, and what a run tells its caller.
 
-The supervisor writes a ``Job`` (JSON) for each worker; the worker answers with events, one
-JSON line each on its standard output: ``{"v": PROTOCOL, "event": "row", ...fields}``. The
+A worker starts ahead of its round, loads what measuring needs and says so (``Loaded``); the
+supervisor then hands it a ``Job``, one JSON line on its standard input, and the worker answers
+with events, one JSON line each on its standard output: ``{"v": PROTOCOL, "event": "row",
+...fields}``. The
 in-process ``Runner`` and the supervisor hand the same event dataclasses to their caller's
 ``on_event``, so the command line reacts to one vocabulary whichever way a run is measured.
 Both ends import this module only; a line of another protocol version is refused, never
@@ -12,13 +14,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from carbonbench.energy.controls import Change
 from carbonbench.errors import CarbonbenchError, InputError
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the job on the worker's standard input, after its Loaded
 
 
 class ProtocolError(CarbonbenchError):
@@ -93,14 +94,18 @@ class Job:
     supervisor_pid: int = 0
     v: int = PROTOCOL
 
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self)))
+    def to_line(self) -> str:
+        return json.dumps(asdict(self)) + "\n"
 
     @classmethod
-    def read(cls, path: Path) -> Job:
-        data = json.loads(path.read_text())
-        if data.get("v") != PROTOCOL:
-            raise ProtocolError(f"job {path} is of protocol {data.get('v')}, not {PROTOCOL}")
+    def from_line(cls, line: str) -> Job:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            raise ProtocolError(f"not a job: {line[:200]!r}") from None
+        if not isinstance(data, dict) or data.get("v") != PROTOCOL:
+            version = data.get("v") if isinstance(data, dict) else None
+            raise ProtocolError(f"a job of protocol {version}, not {PROTOCOL}: {line[:200]!r}")
         return cls(**data)
 
 
@@ -112,6 +117,25 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps({"v": PROTOCOL, "event": self.event, **asdict(self)}, default=str)
+
+
+@dataclass(frozen=True)
+class Starting(Event):
+    """The supervisor starts ``workers`` worker processes together, ahead of their rounds
+    (``carbonbench.execution.pool``): they load before anything is measured."""
+
+    event: ClassVar[str] = "starting"
+    workers: int
+
+
+@dataclass(frozen=True)
+class Loaded(Event):
+    """A worker has imported what measuring needs (torch, and what the run's workloads import
+    on first use) in ``seconds``, and waits for its job."""
+
+    event: ClassVar[str] = "loaded"
+    pid: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -267,6 +291,8 @@ class Stopping(Event):
 EVENTS: dict[str, type[Event]] = {
     cls.event: cls
     for cls in (
+        Starting,
+        Loaded,
         Idle,
         Ready,
         Round,

@@ -62,8 +62,9 @@ __all__ = [
 ]
 
 
-WINDOW_HEADROOM = 1.1
-"""Measured windows are sized to last this multiple of ``min_window_s`` (see ``_sized``)."""
+WINDOW_AIM = 0.8
+"""Measured windows are sized to last this fraction of ``min_window_s``, then topped up to it
+(see ``_window``): aiming under the floor ends the usual window within a step of it."""
 
 
 def stop_request() -> StopRequest:
@@ -74,6 +75,16 @@ def stop_request() -> StopRequest:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _top_up(floor_s: float, elapsed_s: float, taken: int) -> int:
+    """Steps more for a window that has lasted ``elapsed_s`` over ``taken`` steps to reach
+    ``floor_s`` at its own rate so far; 0 once it has."""
+    if elapsed_s >= floor_s:
+        return 0
+    if elapsed_s <= 0 or taken <= 0:
+        return 1
+    return math.ceil(round((floor_s - elapsed_s) * taken / elapsed_s, 6))  # no 12.000...02
 
 
 def failure_message(error: BaseException) -> str:
@@ -257,37 +268,38 @@ class CaseRunner:
         return losses, fastest
 
     def _sized(self, step_s: float) -> int:
-        """Steps for a window to last ``WINDOW_HEADROOM`` x ``min_window_s`` at ``step_s``
-        seconds a step: the headroom absorbs ordinary jitter, so that most windows need no
-        extra steps (see ``_window``)."""
-        goal = WINDOW_HEADROOM * self.suite.measure.min_window_s
+        """Steps for a window to last ``WINDOW_AIM`` x ``min_window_s`` at ``step_s`` seconds
+        a step: a little under the floor, so that jitter seldom carries a window far past
+        it; ``_window`` takes the rest."""
+        goal = WINDOW_AIM * self.suite.measure.min_window_s
         return max(1, math.ceil(goal / step_s)) if step_s > 0 else 1
 
     def _window(self, workload: Workload, steps: int, device, started) -> tuple[list, int, float]:
-        """Inside a measured window: ``steps`` steps, then one more at a time, each followed by
-        a synchronisation, until the window has lasted ``min_window_s``. Returns the losses,
+        """Inside a measured window: ``steps`` steps, then more in chunks, each followed by a
+        synchronisation, until the window has lasted ``min_window_s``. Returns the losses,
         the steps taken and the seconds they took.
 
-        The sizing is an estimate (a step may slow down, another tenant may take the CPU);
-        the extra steps make ``min_window_s`` a floor whatever the estimate was, so that an
-        energy counter that updates every ~100 ms has moved enough. The elapsed time is read
-        after a synchronisation, so it is the device's time, not the launch queue's; the
-        meter's window starts before and ends after it, so the row's duration is at least
-        as long.
+        The sizing is an estimate (a step may slow down, another tenant may take the CPU),
+        so it aims under the floor and each chunk is sized from the window's own rate so far:
+        ``ceil((min_window_s - elapsed) / (elapsed / taken))`` steps. A window so ends within
+        about a step of ``min_window_s``, never short of it, so that an energy counter that
+        updates every ~100 ms has moved enough, with one or two synchronisations more than
+        its sized steps had (none costs anything on a CPU). The elapsed time is read after a
+        synchronisation, so it is the device's time, not the launch queue's; the meter's
+        window starts before and ends after it, so the row's duration is at least as long.
 
         Distributed: every rank takes the same number of steps (DDP steps are collective),
-        so each extra step is decided together (``agree_flag``): another step while any
-        rank's own clock says the window is still short. Where the ranks' clocks differ (the
-        barrier at the window's start released one later than another), a rank's window may
-        then end up to a step beyond what it alone needed, never short by its own clock; the
-        job's row takes the longest rank's duration."""
+        so each chunk is the largest any rank's own clock asks for (``agree_most``). Where
+        the ranks' clocks differ (the barrier at the window's start released one later than
+        another), a rank's window may then end beyond what it alone needed, never short by
+        its own clock; the job's row takes the longest rank's duration."""
         c, floor = self.coordinator, self.suite.measure.min_window_s
         begun = time.perf_counter()
         losses = self._steps(workload, steps, device, started)
         taken = steps
-        while c.agree_flag(time.perf_counter() - begun < floor):
-            losses += self._steps(workload, 1, device, started)
-            taken += 1
+        while more := c.agree_most(_top_up(floor, time.perf_counter() - begun, taken)):
+            losses += self._steps(workload, more, device, started)
+            taken += more
         return losses, taken, time.perf_counter() - begun
 
     def _repeats(self, case, round, workload: Workload, device, params, started) -> None:

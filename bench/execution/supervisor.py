@@ -34,14 +34,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from typing import Any
 from carbonbench.energy.carbon import CarbonSettings
 from carbonbench.energy.controls import Changes
 from carbonbench.energy.provenance import host
+from carbonbench.execution.pool import Worker, WorkerPool
 from carbonbench.execution.protocol import (
     CaseDone,
     CaseStarted,
@@ -60,14 +59,13 @@ from carbonbench.execution.protocol import (
     Event,
     Job,
     Outcome,
-    ProtocolError,
     Ready,
     Replaced,
     Round,
     RowStored,
     Sampler,
+    Starting,
     Stopping,
-    decode,
 )
 from carbonbench.results.metadata import RunMetadata, SamplerCost, StoredOptions, Sweep
 from carbonbench.results.metrics import round_values
@@ -183,11 +181,25 @@ class Supervisor:
     def run(self) -> Outcome:
         """Measure every scheduled (round, case)."""
         started = time.monotonic()
-        with (
-            Store(self.db, check=True) as store,
-            tempfile.TemporaryDirectory(prefix="carbonbench-") as tmp,
-        ):
-            self.store, self.tmp = store, Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="carbonbench-") as tmp:
+            self.tmp = Path(tmp)
+            m = self.suite.measure
+            self._pool = WorkerPool(
+                self.worker,
+                {case.phase for case in self.suite.cases},
+                self.tmp,
+                load_s=m.case_timeout_s + m.hang_grace_s,
+                on_start=lambda count: self.on_event(Starting(count)),
+            )
+            try:  # the first rounds' workers load while the run is set up
+                self._pool.start(self._pool.ahead(self._rounds_left(0)))
+                return self._run(started)
+            finally:
+                self._pool.close()
+
+    def _run(self, started: float) -> Outcome:
+        with Store(self.db, check=True) as store:
+            self.store = store
             self._flops = store.flop_counts()  # made by earlier runs: no worker counts again
             self.record = self._begin()
             self._earlier_changes = list(self.record.metadata.device_changes)
@@ -209,6 +221,10 @@ class Supervisor:
             return "failed"
         return "ok"
 
+    def _rounds_left(self, index: int) -> int:
+        """Rounds of the schedule from its ``index``-th on that still have cases."""
+        return sum(1 for _, ids in self._schedule[index:] if ids)
+
     def _going_on(self) -> bool:
         return not self._stop.requested and self._error is None
 
@@ -221,7 +237,8 @@ class Supervisor:
             self.on_event(Round(round, index, len(self._schedule), scheduled))
             early_deaths: list[str] = []  # workers of this round dead before measuring
             while pending and self._going_on():
-                outcome = self._worker(round, pending)
+                position = next(i for i, (r, _) in enumerate(self._schedule) if r == round)
+                outcome = self._worker(round, pending, self._rounds_left(position))
                 pending = [c for c in pending if c not in outcome.done]
                 self._failed_cases.update(outcome.failed)
                 if outcome.error is not None:
@@ -299,7 +316,9 @@ class Supervisor:
 
     # -- one worker -----------------------------------------------------------------------
 
-    def _worker(self, round: int, case_ids: list[str]) -> _Outcome:
+    def _worker(self, round: int, case_ids: list[str], wanted: int = 1) -> _Outcome:
+        """One worker measures ``case_ids`` of ``round``; ``wanted``: the rounds still to
+        come, this one included (how many workers to start together when none is left)."""
         job = Job(
             db=str(self.db),
             run_id=self.run_id,
@@ -314,18 +333,11 @@ class Supervisor:
             flops=self._flops,
             supervisor_pid=os.getpid(),
         )
-        number = self._sampler.workers
+        worker = self._pool.take(wanted)
+        number, proc = worker.number, worker.proc
         self._sampler.workers += 1
-        job_path, log_path = self.tmp / f"job-{number}.json", self.tmp / f"worker-{number}.log"
-        job.write(job_path)
-        with open(log_path, "wb") as stderr:
-            proc = subprocess.Popen(
-                [*self.worker, str(job_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                start_new_session=True,  # the terminal's Ctrl-C reaches the supervisor only
-            )
+        log_path = worker.log_path
+        worker.hand(job)
         self._proc = proc
         log.debug(
             "worker %d (pid %d) for round %d: %d case(s)", number, proc.pid, round, len(case_ids)
@@ -333,7 +345,7 @@ class Supervisor:
         if self._stop.requested:  # a signal came while it started
             proc.send_signal(signal.SIGINT)
         try:
-            outcome = self._follow(proc, round)
+            outcome = self._follow(worker, round)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -341,7 +353,7 @@ class Supervisor:
             self._proc = None
             self._changes.put_back()  # what it changed and, dead or killed, did not undo
         if not outcome.finished and outcome.cause is None:
-            outcome.cause = f"the worker {_cause(proc.returncode)}"
+            outcome.cause = worker.killed_for or f"the worker {_cause(proc.returncode)}"
         clean = outcome.finished and not outcome.failed and proc.returncode == 0
         kept = None if clean else self._keep_log(log_path, round, number)
         tail = _tail(log_path)
@@ -377,30 +389,16 @@ class Supervisor:
         self._kept_logs = True
         return kept
 
-    def _follow(self, proc: subprocess.Popen, round: int) -> _Outcome:
+    def _follow(self, worker: Worker, round: int) -> _Outcome:
         """Read the worker's events until it ends; kill it if a case outlives its limit."""
-        events: queue.Queue[Event | str | None] = queue.Queue()
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                try:
-                    events.put(decode(line.decode(errors="replace")))
-                except ProtocolError as error:
-                    events.put(str(error))
-            events.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
+        proc = worker.proc
         m = self.suite.measure
         limit = m.case_timeout_s + m.hang_grace_s
         outcome = _Outcome()
         current: str | None = None
         since = time.monotonic()
         while True:
-            try:
-                event = events.get(timeout=POLL_S)
-            except queue.Empty:
-                event = ""
+            event = worker.next(POLL_S)
             if event is None:
                 break
             if isinstance(event, str):

@@ -1,7 +1,12 @@
 """A worker process: one round of a run, started by the supervisor.
 
-``python -m carbonbench.execution.worker JOB.json`` measures the job's cases in the order
-given, writing every row to the store itself (so a row finished is a row kept, whatever happens
+``python -m carbonbench.execution.worker [--phases train,infer]`` first imports what measuring
+needs (torch, and what the workloads of those phases import on their first step) and says so
+(``Loaded``), then waits for its ``Job`` on its standard input: the supervisor starts workers
+ahead of their rounds, so that these imports (seconds in every fresh process) run in parallel
+and before anything is measured, never during it. An end of input before a job means it is
+not needed; it exits. It measures the job's cases in the order given, writing every row to
+the store itself (so a row finished is a row kept, whatever happens
 to either process), and tells the supervisor what it does in the events of
 ``carbonbench.execution.protocol``, one JSON line each on its standard output. Anything else it
 or the code it runs prints goes to standard error, which the supervisor keeps as the worker's
@@ -19,8 +24,8 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
-from pathlib import Path
 from typing import TextIO
 
 from carbonbench.energy.controls import Changes
@@ -33,6 +38,7 @@ from carbonbench.execution.protocol import (
     Event,
     Idle,
     Job,
+    Loaded,
     Ready,
     RowStored,
     Sampler,
@@ -162,10 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     from carbonbench.logs import configure
 
     configure(0)  # the level the supervisor passed on in CARBONBENCH_LOG
-    job = Job.read(Path(argv[0]))
-    events = Events(os.fdopen(events_fd, "w", buffering=1), job.supervisor_pid)
+    events = Events(os.fdopen(events_fd, "w", buffering=1), os.getppid())
+    code = 0
     try:
-        code = run_job(job, events)
+        job = _load_then_wait(_phases(argv), events)
+        if job is not None:
+            events.supervisor_pid = job.supervisor_pid
+            code = run_job(job, events)
     except KeyboardInterrupt:  # a second SIGINT: stop at once, every finished row is stored
         code = 130
     except Exception as error:  # carbonbench's own: a case's errors are failed rows
@@ -174,6 +183,31 @@ def main(argv: list[str] | None = None) -> None:
         events.send(Error(f"{type(error).__name__}: {error}", text))
         code = INTERNAL_ERROR
     _exit_now(code, events)
+
+
+def _phases(argv: list[str]) -> set[str]:
+    if len(argv) == 2 and argv[0] == "--phases":
+        return set(filter(None, argv[1].split(",")))
+    if argv:
+        raise SystemExit(f"usage: python -m carbonbench.execution.worker [--phases P,..]: {argv}")
+    return set()
+
+
+def _load_then_wait(phases: set[str], events: Events) -> Job | None:
+    """Import what measuring needs, say so, then read the job (None: input ended first, the
+    run needs this worker no more). Its standard input is then closed: a case's code reads
+    nothing meant for carbonbench."""
+    begun = time.perf_counter()
+    from carbonbench.execution import runner  # noqa: F401  (torch and the models)
+    from carbonbench.execution.workloads import preload
+
+    preload(phases)
+    events.send(Loaded(os.getpid(), time.perf_counter() - begun))
+    line = sys.stdin.readline()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return Job.from_line(line) if line else None
 
 
 def _exit_now(code: int, events: Events) -> None:

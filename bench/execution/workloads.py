@@ -185,6 +185,19 @@ def make_workload(
     )
 
 
+TRAINING_PHASES = ("train", "train-to-target")  # the phases that step an optimizer
+
+
+def preload(phases: set[str]) -> None:
+    """Import what the workloads of ``phases`` import on their first step, ahead of the job:
+    torch's optimizers import torch._dynamo in their first ``step()`` (about 1.2 s on 2
+    cores), which every fresh training process pays once. A worker preloads it before it
+    is handed a round, in parallel with the run's other workers, never while anything is
+    measured (``carbonbench.execution.pool``)."""
+    if phases & set(TRAINING_PHASES):
+        import torch._dynamo  # noqa: F401
+
+
 def _generation(model, phase, source, batch, prompt_len, new_tokens, device, autocast):
     if prompt_len + new_tokens > model.config.max_len:
         raise WorkloadError(
