@@ -390,7 +390,8 @@ def summary(out: Path) -> str:
         )
     lines += [
         f"- pairs used: {_tally(pairs)}; median "
-        f"{np.median([e['seconds'] for e in entries]) if entries else 0:.0f} s a comparison",
+        f"{np.median([e['seconds'] for e in entries]) if entries else 0:.0f} s a comparison "
+        f"(A/A: {np.median([e['seconds'] for e in aa]) if aa else 0:.0f} s)",
         f"- per-pair noise s (sd of the log-ratios of time per token in the first {PAIRS} pairs "
         f"of each A/A comparison, per case): {_quantiles(noise)}",
     ]

@@ -7,8 +7,10 @@ processes, as users and ``ab`` start them), split from the stored rows and the w
   windows s   the measured windows (sum of the ok rows' durations)
   warm-up s   the warm-up steps before them (every case, every round)
   idle s      the idle baseline (the suite's idle_baseline_s, where the run measured it)
-  rest s      wall - windows - warm-up - idle: the overhead (processes, imports, sensors,
-              model builds, FLOP counting, the store)
+  load s      the run waited for its workers to load (torch, torch._dynamo for training),
+              beyond what its own set-up overlapped (the run's ``worker_wait_s``)
+  rest s      wall - windows - warm-up - idle - load: the rest of the overhead (the command's
+              start, sensors, model builds, FLOP counting, the store)
   short       ok windows shorter than the suite's min_window_s
 
 Runs: ``two-train`` (one round of two tiny training cases, two 0.5 s windows each, no idle
@@ -88,12 +90,14 @@ def one_run(suite: str, db: Path, rounds: int | None = 1) -> dict[str, float]:
     warmup = sum(r.extra["warmup"]["duration_s"] for r in ok if "warmup" in r.extra)
     measured_idle = run.metadata.idle_w is not None and run.metadata.idle_source is None
     idle = measure.idle_baseline_s if measured_idle else 0.0
+    load = run.metadata.worker_wait_s or 0.0  # None before workers loaded ahead
     return {
         "wall_s": wall,
         "windows_s": windows,
         "warmup_s": warmup,
         "idle_s": idle,
-        "rest_s": wall - windows - warmup - idle,
+        "load_s": load,
+        "rest_s": wall - windows - warmup - idle - load,
         "windows": len(ok),
         "short": sum(r.duration_s < measure.min_window_s for r in ok),
     }
@@ -163,7 +167,8 @@ def main() -> None:
             )
         comparisons = ab_comparisons(args.ab, folder) if args.ab else []
     table = Table(title=f"runs (one round unless named): median of {args.runs} (seconds)")
-    for column in ("run", "wall", "windows", "warm-up", "idle", "rest", "rest range", "short"):
+    columns = ("run", "wall", "windows", "warm-up", "idle", "load", "rest", "rest range", "short")
+    for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
     for name, f in figures.items():
         assert isinstance(f, dict)
@@ -174,6 +179,7 @@ def main() -> None:
             f"{f['windows_s']:.1f}",
             f"{f['warmup_s']:.1f}",
             f"{f['idle_s']:.1f}",
+            f"{f['load_s']:.1f}",
             f"{f['rest_s']:.1f}",
             f"{low:.1f}-{high:.1f}",
             f"{f['short']:.0f}/{f['windows']:.0f}",

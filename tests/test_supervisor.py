@@ -321,6 +321,9 @@ def test_workers_load_ahead_of_their_rounds_and_never_while_another_measures(
     first_job = min(begun for begun, _ in spans["job"].values())
     assert max(begun for begun, _ in spans["load"].values()) < first_job  # all started ahead
     assert run.metadata.sampler.workers == 3
+    # the run waited for the workers' load, once (then each round's worker was ready)
+    load = max(e for _, e in spans["load"].values()) - min(b for b, _ in spans["load"].values())
+    assert 0 < run.metadata.worker_wait_s <= load + 1.0
 
 
 def test_workers_started_ahead_and_not_needed_are_ended(tmp_path, monkeypatch) -> None:

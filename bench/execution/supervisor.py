@@ -171,6 +171,7 @@ class Supervisor:
         self._flops: dict[str, list[int]] = {}  # FLOP counts: the store's, and new ones
         self._described = False  # the run's record has a worker's account of the hardware
         self._sampler = SamplerCost()
+        self._waited_s = 0.0  # for workers to load, on the run's critical path
         self._logs = logs_folder(self.db, run_id)
         self._kept_logs = False
         uses_gpu = any(c.device.startswith("cuda") for c in suite.cases)
@@ -333,7 +334,9 @@ class Supervisor:
             flops=self._flops,
             supervisor_pid=os.getpid(),
         )
+        waiting = time.monotonic()
         worker = self._pool.take(wanted)
+        self._waited_s += time.monotonic() - waiting
         number, proc = worker.number, worker.proc
         self._sampler.workers += 1
         log_path = worker.log_path
@@ -505,6 +508,7 @@ class Supervisor:
             order=[[r, ids] for r, ids in sorted(ordered.items())],
             idle_w=self._idle_w if self._idle_w is not None else self.record.metadata.idle_w,
             sampler=self._sampler,
+            worker_wait_s=round(self._waited_s, 3),
             stopped_by=self._stop.signal,
             error=self._error,
             logs=str(self._logs) if self._kept_logs else self.record.metadata.logs,

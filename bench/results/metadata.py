@@ -108,6 +108,7 @@ class RunMetadata:
     idle_w: dict[str, float] | None = None
     idle_source: str | None = None  # None: measured by this run's first worker
     sampler: SamplerCost | None = None
+    worker_wait_s: float | None = None  # waited for workers to load, beyond the run's set-up
     process: Process | None = None
     resumed_at: list[str] = field(default_factory=list)
     stopped_by: str | None = None  # the signal that stopped it
