@@ -88,10 +88,12 @@ def supervisor(session: nox.Session) -> None:
 
 @nox.session
 def run_overhead(session: nox.Session) -> None:
-    """Where a run's time goes: windows, warm-up, idle baseline and the rest; and ab's wall
-    time (the README's figures)."""
+    """Where a run's time goes: windows, warm-up, idle baseline, waiting for workers and the
+    rest, for one-round runs and the whole smoke suite; and ab's wall time (the figures of
+    docs/results/speed.md)."""
     _install(session)
-    session.run("python", "benchmarks/run_overhead.py", *session.posargs)
+    args = session.posargs or ["--smoke-suite", "1"]
+    session.run("python", "benchmarks/run_overhead.py", *args)
 
 
 @nox.session

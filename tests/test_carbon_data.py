@@ -23,18 +23,21 @@ def test_intensity_from_each_source() -> None:
 
 
 def test_the_tables_read_directly_are_those_codecarbon_loads() -> None:
-    """World and country figures read codecarbon's JSON files without its DataSource (which
-    loads every table, with pandas): they must be the very tables it loads."""
+    """Carbon intensities and CPU TDPs come from codecarbon's files without its DataSource
+    (which loads every table, with pandas): they must be the very tables it loads."""
     from codecarbon.input import DataSource
 
-    from carbonbench.energy.carbon import _codecarbon_table
+    from carbonbench.energy.codecarbon_data import csv_rows, json_table
 
     source = DataSource()
-    assert _codecarbon_table("global_energy_mix.json") == source.get_global_energy_mix_data()
-    assert (
-        _codecarbon_table("carbon_intensity_per_source.json")
-        == source.get_carbon_intensity_per_source_data()
-    )
+    mix = json_table("private_infra", "global_energy_mix.json")
+    assert mix == source.get_global_energy_mix_data()
+    per_source = json_table("private_infra", "carbon_intensity_per_source.json")
+    assert per_source == source.get_carbon_intensity_per_source_data()
+    cpus = source.get_cpu_power_data()
+    rows = csv_rows("hardware", "cpu_power.csv")
+    assert [r["Name"] for r in rows] == [str(n) for n in cpus["Name"]]
+    assert [r["TDP"] for r in rows] == [str(t) for t in cpus["TDP"]]
 
 
 @pytest.mark.parametrize(

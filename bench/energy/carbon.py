@@ -7,15 +7,13 @@ data. co2e_g = kWh x PUE x intensity.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
+from carbonbench.energy.codecarbon_data import json_table
 from carbonbench.errors import InputError
 
 J_PER_KWH = 3.6e6
@@ -74,20 +72,8 @@ def _datasource():  # codecarbon's import is slow: only when a lookup is needed
     return DataSource()
 
 
-@cache
-def _codecarbon_table(name: str) -> dict[str, Any]:
-    """One of codecarbon's bundled JSON tables (data/private_infra), read as the file it is:
-    its DataSource loads every table at once, with pandas for the CSV ones, about 0.4 s on
-    the path of every run where one table is needed."""
-    spec = importlib.util.find_spec("codecarbon")  # found, not imported (its tracker: 70 ms)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("codecarbon is not installed: pip install codecarbon")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return json.loads((folder / "data" / "private_infra" / name).read_text())
-
-
 def world_average() -> Intensity:
-    data = _codecarbon_table("carbon_intensity_per_source.json")
+    data = json_table("private_infra", "carbon_intensity_per_source.json")
     return Intensity(
         float(data["world_average"]),
         f"world average, codecarbon data ({data['world_average_source']})",
@@ -96,7 +82,7 @@ def world_average() -> Intensity:
 
 
 def country_intensity(iso3: str) -> Intensity:
-    mix = _codecarbon_table("global_energy_mix.json")
+    mix = json_table("private_infra", "global_energy_mix.json")
     code = iso3.upper()
     if code not in mix:
         raise InputError(

@@ -57,13 +57,12 @@ def _normalise(name: str) -> str:
 
 @cache
 def _tdp_table() -> dict[str, float]:
-    from codecarbon.input import DataSource
+    from carbonbench.energy.codecarbon_data import csv_rows
 
-    table = DataSource().get_cpu_power_data()
     tdps: dict[str, float] = {}
-    for name, tdp in zip(table["Name"], table["TDP"], strict=True):
+    for row in csv_rows("hardware", "cpu_power.csv"):
         try:
-            tdps[_normalise(str(name))] = float(tdp)
+            tdps[_normalise(row["Name"])] = float(row["TDP"])
         except ValueError:  # a few rows of the table hold malformed numbers ("27.29.5")
             continue
     return tdps
