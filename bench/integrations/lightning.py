@@ -113,24 +113,14 @@ class EnergyCallback(training.MeterOwner, pl.Callback):
                 self._meter.end_window(self._val)
                 self._val = None
             self.measurement = self._meter.end_window(self.label)
-            if self.db is not None:
-                tracker = training.store(
-                    self.label,
-                    self._meter,
-                    self.measurement,
-                    db=self.db,
-                    carbon=self._carbon,
-                    interval_s=self.interval_s,
-                    tokens=self._host_tokens(trainer),
-                    details={
-                        "framework": f"{pl.__name__} {pl.__version__}",
-                        "global_step": trainer.global_step,
-                        "processes": trainer.world_size,
-                        "evaluations": self.evaluations,
-                    },
-                    error=error,
-                )
-                self.run_id = tracker.run_id
+            self._store(
+                self.measurement,
+                tokens=self._host_tokens(trainer),
+                framework=f"{pl.__name__} {pl.__version__}",
+                global_step=trainer.global_step,
+                processes=trainer.world_size,
+                error=error,
+            )
         finally:
             self._close()
 

@@ -18,7 +18,7 @@ from typing import Any
 from carbonbench.energy.carbon import CarbonSettings, resolve
 from carbonbench.energy.meter import EnergyMeter, Measurement
 from carbonbench.execution.topology import topology_from_env
-from carbonbench.integrations.tracking import Tracker, store_measurement
+from carbonbench.integrations.tracking import store_measurement
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,16 @@ def host_share() -> float:
 class MeterOwner:
     """The meter a trainer callback measures with: opened when the work it measures begins
     (its sensors announced once per callback, the carbon settings resolved then), closed when
-    that work ends. The callback sets ``carbon``, ``interval_s``, ``_meter = None`` and
+    that work ends, and the run it stores. The callback sets ``label``, ``db``, ``carbon``,
+    ``interval_s``, ``evaluations = []``, ``run_id = None``, ``_meter = None`` and
     ``_announced = False`` in its ``__init__``."""
 
+    label: str
+    db: str | Path | None
     carbon: CarbonSettings | None
     interval_s: float
+    evaluations: list[dict[str, Any]]
+    run_id: str | None
     _meter: EnergyMeter | None
     _announced: bool
 
@@ -83,6 +88,40 @@ class MeterOwner:
             self._meter = open_meter(self.interval_s, announce=not self._announced)
             self._announced = True
         return self._meter
+
+    def _store(
+        self,
+        m: Measurement,
+        *,
+        tokens: float | None,
+        framework: str,
+        global_step: int,
+        processes: int,
+        error: str | None = None,
+    ) -> None:
+        """The training's window as a run of kind ``training``, one row, as ``track()``
+        stores (with ``db`` only); its id in ``run_id``."""
+        if self.db is None or self._meter is None:
+            return
+        tracker = store_measurement(
+            self.label,
+            self._meter,
+            m,
+            error=error,
+            db=self.db,
+            work=tokens or None,
+            unit="token",
+            carbon=self._carbon,
+            interval_s=self.interval_s,
+            kind="training",
+            details={
+                "framework": framework,
+                "global_step": global_step,
+                "processes": processes,
+                "evaluations": self.evaluations,
+            },
+        )
+        self.run_id = tracker.run_id
 
     def _close_meter(self) -> None:
         if self._meter is not None:
@@ -100,31 +139,3 @@ def open_meter(interval_s: float, announce: bool) -> EnergyMeter:
         for diagnostic in meter.diagnostics:
             log.info("carbonbench: %s", diagnostic)
     return meter
-
-
-def store(
-    label: str,
-    meter: EnergyMeter,
-    m: Measurement,
-    *,
-    db: str | Path,
-    carbon: CarbonSettings,
-    interval_s: float,
-    tokens: float | None,
-    details: dict[str, Any],
-    error: str | None = None,
-) -> Tracker:
-    """The training's window as a run of kind ``training``, one row, as ``track()`` stores."""
-    return store_measurement(
-        label,
-        meter,
-        m,
-        error=error,
-        db=db,
-        work=tokens or None,
-        unit="token",
-        carbon=carbon,
-        interval_s=interval_s,
-        kind="training",
-        details=details,
-    )

@@ -134,24 +134,13 @@ class EnergyCallback(training.MeterOwner, TrainerCallback):
             if self._eval is not None:
                 self._end_eval(state, {})
             self.measurement = self._meter.end_window(self.label)
-            tokens = self._tokens(state)
-            if self.db is not None:
-                tracker = training.store(
-                    self.label,
-                    self._meter,
-                    self.measurement,
-                    db=self.db,
-                    carbon=self._carbon,
-                    interval_s=self.interval_s,
-                    tokens=tokens,
-                    details={
-                        "framework": f"transformers {transformers.__version__}",
-                        "global_step": state.global_step,
-                        "processes": args.world_size,
-                        "evaluations": self.evaluations,
-                    },
-                )
-                self.run_id = tracker.run_id
+            self._store(
+                self.measurement,
+                tokens=self._tokens(state),
+                framework=f"transformers {transformers.__version__}",
+                global_step=state.global_step,
+                processes=args.world_size,
+            )
         finally:
             self._close()
 
