@@ -222,6 +222,10 @@ class Supervisor:
             return "failed"
         return "ok"
 
+    def _position(self, round: int) -> int:
+        """Where ``round`` stands in the schedule (adaptive rounds append theirs)."""
+        return next(i for i, (r, _) in enumerate(self._schedule) if r == round)
+
     def _rounds_left(self, index: int) -> int:
         """Rounds of the schedule from its ``index``-th on that still have cases."""
         return sum(1 for _, ids in self._schedule[index:] if ids)
@@ -238,8 +242,8 @@ class Supervisor:
             self.on_event(Round(round, index, len(self._schedule), scheduled))
             early_deaths: list[str] = []  # workers of this round dead before measuring
             while pending and self._going_on():
-                position = next(i for i, (r, _) in enumerate(self._schedule) if r == round)
-                outcome = self._worker(round, pending, self._rounds_left(position))
+                wanted = self._rounds_left(self._position(round))
+                outcome = self._worker(round, pending, wanted)
                 pending = [c for c in pending if c not in outcome.done]
                 self._failed_cases.update(outcome.failed)
                 if outcome.error is not None:
@@ -280,8 +284,7 @@ class Supervisor:
             log.info(
                 "sweep: %s gets no more rounds after round %d (beaten by %s)", case_id, round, by
             )
-        position = next(i for i, (r, _) in enumerate(self._schedule) if r == round)
-        for i in range(position + 1, len(self._schedule)):
+        for i in range(self._position(round) + 1, len(self._schedule)):
             r, ids = self._schedule[i]
             self._schedule[i] = (r, [c for c in ids if c not in self._dropped])
         m = self.suite.measure
