@@ -22,15 +22,24 @@ as ``nox -s smoke`` runs it). Then, with ``--ab N``, the wall time of N ``carbon
 A/A comparisons of the gate calibration's two cases (benchmarks/gate_calibration.toml), with
 their pairs.
 
+With ``--against DIR``, the cold ``two-train`` run of another carbonbench, installed in DIR
+(``pip install --no-deps --target DIR <checkout of an older commit>``), interleaved with this
+one, one run of each at a time (the machine's speed drifts over minutes): wall, measured windows
+and wall - windows, the overhead as everything but the windows, read from the stores with
+sqlite3 so that any schema's store will do.
+
     python benchmarks/run_overhead.py [--runs 3] [--ab 1] [--skip-smoke] [--smoke-suite N]
-                                      [--json FILE]
+                                      [--against DIR] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -130,6 +139,32 @@ def ab_comparisons(count: int, folder: Path) -> list[dict[str, float]]:
     return out
 
 
+def against(other: Path, suite: Path, runs: int, folder: Path) -> dict[str, list[float]]:
+    """Cold two-train runs of the carbonbench in ``other`` and of this one, interleaved."""
+    env = {"this": dict(os.environ), "other": {**os.environ, "PYTHONPATH": str(other)}}
+    env["this"].pop("PYTHONPATH", None)
+    out: dict[str, list[float]] = {
+        f"{side} {what}": [] for side in env for what in ("wall", "overhead")
+    }
+    for i in range(runs):
+        for side in ("other", "this"):
+            db = folder / f"{side}-{i}.sqlite"
+            argv = [*CARBONBENCH, "run", "--suite", str(suite), "--db", str(db)]
+            started = time.perf_counter()
+            result = subprocess.run(argv, capture_output=True, text=True, env=env[side])
+            wall = time.perf_counter() - started
+            if result.returncode != 0:
+                raise SystemExit(f"{side}: {shlex.join(argv)} failed: {result.stderr[-500:]}")
+            with contextlib.closing(sqlite3.connect(db)) as con:
+                (windows,) = con.execute(
+                    "SELECT SUM(duration_s) FROM results WHERE status = 'ok'"
+                ).fetchone()
+            out[f"{side} wall"].append(wall)
+            out[f"{side} overhead"].append(wall - windows)
+            print(f"{side} {i + 1}/{runs}: {wall:.2f} s, windows {windows:.2f} s", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each kind (median)")
@@ -137,6 +172,9 @@ def main() -> None:
     parser.add_argument("--skip-smoke", action="store_true")
     parser.add_argument(
         "--smoke-suite", type=int, default=0, help="also time N whole smoke runs (5 rounds)"
+    )
+    parser.add_argument(
+        "--against", type=Path, help="also time another carbonbench installed in this folder"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -166,6 +204,7 @@ def main() -> None:
                 rounds=None,
             )
         comparisons = ab_comparisons(args.ab, folder) if args.ab else []
+        other = against(args.against, suite, args.runs, folder) if args.against else None
     table = Table(title=f"runs (one round unless named): median of {args.runs} (seconds)")
     columns = ("run", "wall", "windows", "warm-up", "idle", "load", "rest", "rest range", "short")
     for column in columns:
@@ -195,6 +234,17 @@ def main() -> None:
             + ")"
         )
         figures["ab"] = comparisons
+    if other is not None:
+        console.print(
+            f"two-train cold, interleaved with {args.against}: median of {args.runs}, "
+            "wall (wall - windows): "
+            + "; ".join(
+                f"{side} {statistics.median(other[side + ' wall']):.2f} s "
+                f"({statistics.median(other[side + ' overhead']):.2f} s)"
+                for side in ("other", "this")
+            )
+        )
+        figures["against"] = {"folder": str(args.against), **other}
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 
