@@ -1,7 +1,7 @@
 """A worker process: one round of a run, started by the supervisor.
 
 ``python -m carbonbench.execution.worker [--phases train,infer]`` first imports what measuring
-needs (torch, and what the workloads of those phases import on their first step) and says so
+needs (torch, and what the workloads of those phases import on first use) and says so
 (``Loaded``), then waits for its ``Job`` on its standard input: the supervisor starts workers
 ahead of their rounds, so that these imports (seconds in every fresh process) run in parallel
 and before anything is measured, never during it. An end of input before a job means it is
