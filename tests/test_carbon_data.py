@@ -23,8 +23,9 @@ def test_intensity_from_each_source() -> None:
 
 
 def test_the_tables_read_directly_are_those_codecarbon_loads() -> None:
-    """Carbon intensities and CPU TDPs come from codecarbon's files without its DataSource
-    (which loads every table, with pandas): they must be the very tables it loads."""
+    """Carbon intensities (world, country, cloud region) and CPU TDPs come from codecarbon's
+    files without its DataSource (which loads every table, with pandas): they must be the
+    very tables it loads."""
     from codecarbon.input import DataSource
 
     from carbonbench.energy.codecarbon_data import csv_rows, json_table
@@ -38,6 +39,11 @@ def test_the_tables_read_directly_are_those_codecarbon_loads() -> None:
     rows = csv_rows("hardware", "cpu_power.csv")
     assert [r["Name"] for r in rows] == [str(n) for n in cpus["Name"]]
     assert [r["TDP"] for r in rows] == [str(t) for t in cpus["TDP"]]
+    cloud = source.get_cloud_emissions_data()
+    regions = csv_rows("cloud", "impact.csv")
+    for column in ("provider", "region", "source"):
+        assert [r[column] for r in regions] == list(cloud[column])
+    assert [float(r["impact"]) for r in regions] == [float(x) for x in cloud["impact"]]
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-from carbonbench.energy.codecarbon_data import json_table
+from carbonbench.energy.codecarbon_data import csv_rows, json_table
 from carbonbench.errors import InputError
 
 J_PER_KWH = 3.6e6
@@ -65,13 +64,6 @@ class CarbonSettings:
         return f"{self.intensity.g_per_kwh:g} g/kWh ({self.intensity.source}), PUE {self.pue:g}"
 
 
-@cache
-def _datasource():  # codecarbon's import is slow: only when a lookup is needed
-    from codecarbon.input import DataSource
-
-    return DataSource()
-
-
 def world_average() -> Intensity:
     data = json_table("private_infra", "carbon_intensity_per_source.json")
     return Intensity(
@@ -102,16 +94,16 @@ def cloud_intensity(spec: str) -> Intensity:
     provider, sep, region = spec.partition(":")
     if not sep or not provider or not region:
         raise InputError(f"cloud must be PROVIDER:REGION (e.g. gcp:us-central1), got {spec!r}")
-    table = _datasource().get_cloud_emissions_data()
-    rows = table[(table["provider"] == provider.lower()) & (table["region"] == region)]
-    if rows.empty:
-        known = sorted(f"{p}:{r}" for p, r in zip(table["provider"], table["region"], strict=True))
+    table = csv_rows("cloud", "impact.csv")
+    rows = [r for r in table if r["provider"] == provider.lower() and r["region"] == region]
+    if not rows:
+        known = sorted(f"{r['provider']}:{r['region']}" for r in table)
         raise InputError(
             f"no carbon data for cloud region {spec!r}; codecarbon's table covers "
             f"{', '.join(known[:6])}, ... ({len(known)} regions); for another provider give "
             "--country with the region's country, or --carbon-intensity"
         )
-    row = rows.iloc[0]
+    row = rows[0]
     return Intensity(
         float(row["impact"]),
         f"{spec} region average, codecarbon cloud table ({row['source']})",

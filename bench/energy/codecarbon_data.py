@@ -32,5 +32,5 @@ def json_table(*parts: str) -> dict[str, Any]:
 
 @cache
 def csv_rows(*parts: str) -> tuple[dict[str, str], ...]:
-    with data_file(*parts).open(newline="") as f:
+    with data_file(*parts).open(newline="", encoding="utf-8-sig") as f:  # some begin with a BOM
         return tuple(csv.DictReader(f))
