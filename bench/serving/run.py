@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 LEVEL, STEADY = "level", "steady"  # the meter's two windows of a level
 REQUEST_FIELDS = 200  # at most this many requests' own figures kept per row
+DEATH_S = 1.0  # after a level with failed requests, how long a dying server may take to end
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,15 @@ class ServingRun:
         if self.server is not None and not self.server.alive():
             raise InputError(self._death())
 
+    def _died_in(self, trace: LevelTrace) -> bool:
+        """Whether the server this run started died during the level: ended now, or within
+        ``DEATH_S`` of a level whose requests failed unaborted (they fail as it dies, a moment
+        before its exit status can be read, and may all end before the load looks)."""
+        if self.server is None:
+            return False
+        failed = not trace.aborted and any(r.status != "ok" for r in trace.records)
+        return not self.server.alive() or (failed and self.server.ended_within(DEATH_S))
+
     def _death(self) -> str:
         assert self.server is not None
         lines = " | ".join(self.server.last_lines(3))
@@ -272,6 +282,7 @@ class ServingRun:
                         if row.status != "ok":
                             outcome.status = "failed"
                         if self.server is not None and not self.server.alive():
+                            outcome.status = "failed"  # its other levels go unmeasured
                             outcome.error = self._death()
                             return outcome
                 return outcome
@@ -392,7 +403,7 @@ class ServingRun:
             "request_log": [_request(r) for r in trace.records[:REQUEST_FIELDS]],
         }
         failure = None
-        if trace.aborted and self.server is not None and not self.server.alive():
+        if self._died_in(trace):
             failure = self._death()
         elif trace.aborted:
             failure = f"the level was stopped: {trace.abort_reason or 'interrupted'}"

@@ -106,6 +106,17 @@ class ServerProcess:
     def alive(self) -> bool:
         return self._process is not None and self._leader_status() is None
 
+    def ended_within(self, seconds: float) -> bool:
+        """Whether the command has ended, or ends within ``seconds``. A dying process closes
+        its sockets before its exit status can be read, so its clients' requests fail a moment
+        before ``alive()`` says so."""
+        deadline = time.monotonic() + seconds
+        while self._leader_status() is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def start(self) -> ServerProcess:
         """Start the command and wait until it answers; stopped again if it never does."""
         if self._process is not None:
@@ -211,10 +222,7 @@ class ServerProcess:
             return process.returncode  # stopped before
         if self._leader_status() is None:
             self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + self.grace_s
-            while self._leader_status() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self._leader_status() is None:
+            if not self.ended_within(self.grace_s):
                 logger.warning(
                     "server (pid %d) outlived SIGTERM by %g s: killed", process.pid, self.grace_s
                 )
